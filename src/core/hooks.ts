@@ -1,0 +1,98 @@
+// Hook builders: each returns one preStop handler (exactly one handler key).
+//
+// The shell scripts use only POSIX sh builtins plus `sleep`: no netstat, ss or
+// awk, which most images lack. They read /proc/net/tcp{,6}, which every
+// container of a pod sees identically because they share one network
+// namespace. Columns: sl local rem st queues timer retrnsmt uid ...; state 01
+// is ESTABLISHED and 0A is LISTEN; the port is the hex after the colon.
+
+import type { LifecycleHandler } from './types.ts';
+
+export function sleepAction(seconds: number): LifecycleHandler {
+  return { sleep: { seconds } };
+}
+
+/** Sleep through the image's shell, so busybox applets count as `sleep`. */
+export function execSleep(seconds: number): LifecycleHandler {
+  return { exec: { command: ['/bin/sh', '-c', `sleep ${seconds}`] } };
+}
+
+/** For images that ship a sleep binary but no shell (Linkerd's proxy). */
+export function execSleepBinary(path: string, seconds: number): LifecycleHandler {
+  return { exec: { command: [path, String(seconds)] } };
+}
+
+const PROC_FILES = '/proc/net/tcp /proc/net/tcp6';
+
+/**
+ * Waits `delaySeconds`, then while any ESTABLISHED socket has a local port
+ * that something LISTENs on (an inbound connection), for at most
+ * `timeoutSeconds` more.
+ */
+export function drainScript(delaySeconds: number, timeoutSeconds: number): string {
+  return [
+    `sleep ${delaySeconds}`,
+    'inbound() {',
+    "  l=' '",
+    `  for f in ${PROC_FILES}; do`,
+    '    [ -r "$f" ] || continue',
+    '    while read -r n a r s x; do [ "$s" = 0A ] && l="$l${a##*:} "; done < "$f"',
+    '  done',
+    `  for f in ${PROC_FILES}; do`,
+    '    [ -r "$f" ] || continue',
+    '    while read -r n a r s x; do',
+    '      [ "$s" = 01 ] && case "$l" in *" ${a##*:} "*) return 0 ;; esac',
+    '    done < "$f"',
+    '  done',
+    '  return 1',
+    '}',
+    'i=0',
+    `while [ "$i" -lt ${timeoutSeconds} ] && inbound; do sleep 1; i=$((i + 1)); done`,
+    '',
+  ].join('\n');
+}
+
+export function drainHook(delaySeconds: number, timeoutSeconds: number): LifecycleHandler {
+  return { exec: { command: ['/bin/sh', '-c', drainScript(delaySeconds, timeoutSeconds)] } };
+}
+
+/**
+ * Holds a mesh proxy: waits `minSeconds`, then while any ESTABLISHED socket in
+ * the pod belongs to a uid other than the proxy's (the app's inbound and
+ * outbound connections), up to `maxSeconds` in all.
+ */
+export function proxyHoldScript(minSeconds: number, maxSeconds: number, proxyUid: number): string {
+  return [
+    `sleep ${minSeconds}`,
+    'busy() {',
+    `  for f in ${PROC_FILES}; do`,
+    '    [ -r "$f" ] || continue',
+    '    while read -r n a r s q t rt u x; do',
+    `      [ "$s" = 01 ] && [ "$u" != ${proxyUid} ] && return 0`,
+    '    done < "$f"',
+    '  done',
+    '  return 1',
+    '}',
+    `i=${minSeconds}`,
+    `while [ "$i" -lt ${maxSeconds} ] && busy; do sleep 1; i=$((i + 1)); done`,
+    '',
+  ].join('\n');
+}
+
+export function proxyHoldHook(
+  minSeconds: number,
+  maxSeconds: number,
+  proxyUid: number,
+): LifecycleHandler {
+  return {
+    exec: { command: ['/bin/sh', '-c', proxyHoldScript(minSeconds, maxSeconds, proxyUid)] },
+  };
+}
+
+const HANDLER_KEYS = ['exec', 'httpGet', 'tcpSocket', 'sleep'] as const;
+
+/** The handler keys set on a hook; a valid hook has exactly one. */
+export function handlerKeys(handler: LifecycleHandler | undefined): string[] {
+  if (handler === undefined || handler === null) return [];
+  return HANDLER_KEYS.filter((key) => handler[key] !== undefined && handler[key] !== null);
+}

@@ -1,0 +1,86 @@
+// Runs one hook script against real sockets, inside a fresh network
+// namespace so /proc/net/tcp holds only what the scenario opens.
+//
+//   unshare --net node test/support/socket-lab.ts '<scenario JSON>'
+//
+// Prints one JSON line: { elapsedMs, exitCode }.
+
+import { spawn, spawnSync } from 'node:child_process';
+import { connect, createServer, type Socket } from 'node:net';
+
+interface Connection {
+  /** uid of the process that listens and connects; default: this process (root). */
+  uid?: number;
+  /** Close after this many ms; omit to hold until the script ends. */
+  closeAfterMs?: number;
+}
+
+interface Scenario {
+  shell: string[];
+  script: string;
+  connections: Connection[];
+}
+
+const scenario = JSON.parse(process.argv[2] ?? '{}') as Scenario;
+const up = spawnSync('ip', ['link', 'set', 'lo', 'up']);
+if (up.status !== 0) throw new Error(`cannot bring lo up: ${up.stderr.toString()}`);
+
+const sockets: Socket[] = [];
+const children: ReturnType<typeof spawn>[] = [];
+
+const ownServer = createServer((socket) => sockets.push(socket));
+await new Promise<void>((resolve) => ownServer.listen(0, '127.0.0.1', resolve));
+const ownPort = (ownServer.address() as { port: number }).port;
+
+// A process of another uid that listens, connects to itself, and holds both ends.
+const FOREIGN = `
+const net = require('node:net');
+const server = net.createServer((s) => {});
+server.listen(0, '127.0.0.1', () => {
+  const c = net.connect(server.address().port, '127.0.0.1', () => process.stdout.write('ready\\n'));
+  const ms = Number(process.env.HOLD_MS);
+  if (ms >= 0) setTimeout(() => process.exit(0), ms);
+});`;
+
+for (const connection of scenario.connections) {
+  if (connection.uid === undefined) {
+    const client = await new Promise<Socket>((resolve) => {
+      const socket = connect(ownPort, '127.0.0.1', () => resolve(socket));
+      sockets.push(socket);
+    });
+    if (connection.closeAfterMs !== undefined) {
+      setTimeout(() => {
+        client.destroy();
+        for (const s of sockets) s.destroy();
+      }, connection.closeAfterMs);
+    }
+  } else {
+    const child = spawn(process.execPath, ['-e', FOREIGN], {
+      uid: connection.uid,
+      gid: connection.uid,
+      env: { HOLD_MS: String(connection.closeAfterMs ?? -1) },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    children.push(child);
+    await new Promise<void>((resolve, reject) => {
+      child.stdout!.once('data', () => resolve());
+      child.once('exit', (code) =>
+        reject(new Error(`helper of uid ${connection.uid} exited (${code})`)),
+      );
+    });
+  }
+}
+
+const started = process.hrtime.bigint();
+const [shell, ...shellArgs] = scenario.shell;
+const hook = spawn(shell!, [...shellArgs, '-c', scenario.script], { stdio: 'inherit' });
+const exitCode = await new Promise<number>((resolve) =>
+  hook.on('exit', (code) => resolve(code ?? -1)),
+);
+const elapsedMs = Number(process.hrtime.bigint() - started) / 1e6;
+
+for (const child of children) child.kill('SIGKILL');
+for (const s of sockets) s.destroy();
+ownServer.close();
+process.stdout.write(`${JSON.stringify({ elapsedMs, exitCode })}\n`);
+process.exit(0);

@@ -1,0 +1,95 @@
+// The drain and hold scripts, run for real under dash and busybox sh against
+// real sockets in a fresh network namespace (needs root, as CI has).
+
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { before, describe, it } from 'node:test';
+import { drainScript, proxyHoldScript } from '../../src/core/hooks.ts';
+
+const LAB = fileURLToPath(new URL('../support/socket-lab.ts', import.meta.url));
+const INSTALL = fileURLToPath(new URL('../../scripts/install-debian-packages.sh', import.meta.url));
+const SHELLS: Record<string, string[]> = { dash: ['dash'], 'busybox sh': ['busybox', 'sh'] };
+
+interface Connection {
+  uid?: number;
+  closeAfterMs?: number;
+}
+
+function runScript(
+  shell: string[],
+  script: string,
+  connections: Connection[],
+): { elapsedMs: number; exitCode: number } {
+  const result = spawnSync(
+    'unshare',
+    ['--net', process.execPath, LAB, JSON.stringify({ shell, script, connections })],
+    {
+      encoding: 'utf8',
+      timeout: 60_000,
+    },
+  );
+  assert.equal(result.status, 0, `socket lab failed: ${result.stderr}`);
+  const last = result.stdout.trim().split('\n').pop() ?? '';
+  return JSON.parse(last) as { elapsedMs: number; exitCode: number };
+}
+
+before(() => {
+  execFileSync('bash', [INSTALL], { stdio: 'inherit' });
+  const probe = spawnSync('unshare', ['--net', 'true']);
+  assert.equal(
+    probe.status,
+    0,
+    `these tests need to create network namespaces (root): ${probe.stderr?.toString()}`,
+  );
+});
+
+for (const [name, shell] of Object.entries(SHELLS)) {
+  describe(`drain script under ${name}`, () => {
+    it('returns right after the delay when nothing is connected', () => {
+      const { elapsedMs, exitCode } = runScript(shell, drainScript(1, 20), []);
+      assert.equal(exitCode, 0);
+      assert.ok(elapsedMs >= 1000 && elapsedMs < 5000, `took ${elapsedMs} ms with a 20 s timeout`);
+    });
+
+    it('waits while an inbound connection is held, and ends when it closes', () => {
+      const { elapsedMs, exitCode } = runScript(shell, drainScript(1, 20), [
+        { closeAfterMs: 3500 },
+      ]);
+      assert.equal(exitCode, 0);
+      assert.ok(
+        elapsedMs >= 3500 && elapsedMs < 9000,
+        `took ${elapsedMs} ms; the connection closed at 3.5 s`,
+      );
+    });
+
+    it('gives up at the drain timeout when the connection never closes', () => {
+      const { elapsedMs, exitCode } = runScript(shell, drainScript(1, 2), [{}]);
+      assert.equal(exitCode, 0);
+      assert.ok(elapsedMs >= 3000 && elapsedMs < 9000, `took ${elapsedMs} ms; delay 1 + timeout 2`);
+    });
+  });
+
+  describe(`proxy hold script under ${name}`, () => {
+    it('ignores connections owned by the proxy uid', () => {
+      const { elapsedMs } = runScript(shell, proxyHoldScript(1, 20, 1337), [{ uid: 1337 }]);
+      assert.ok(elapsedMs >= 1000 && elapsedMs < 5000, `took ${elapsedMs} ms`);
+    });
+
+    it('holds while the app (another uid) has a connection', () => {
+      const { elapsedMs } = runScript(shell, proxyHoldScript(1, 20, 1337), [
+        { uid: 1337 },
+        { uid: 1000, closeAfterMs: 3500 },
+      ]);
+      assert.ok(
+        elapsedMs >= 3500 && elapsedMs < 9000,
+        `took ${elapsedMs} ms; the app connection closed at 3.5 s`,
+      );
+    });
+
+    it('never beyond its maximum', () => {
+      const { elapsedMs } = runScript(shell, proxyHoldScript(1, 3, 1337), [{ uid: 1000 }]);
+      assert.ok(elapsedMs >= 3000 && elapsedMs < 9000, `took ${elapsedMs} ms; max 3 s`);
+    });
+  });
+}
