@@ -12,7 +12,7 @@ import {
 } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { ServerConfig } from './config.ts';
-import { NO_CLUSTER, type ClusterView } from './serve.ts';
+import { NO_CLUSTER, type ClusterStats, type ClusterView } from './serve.ts';
 
 const INITIAL_BACKOFF_MS = 500;
 const MAX_BACKOFF_MS = 30_000;
@@ -20,15 +20,6 @@ const MAX_BACKOFF_MS = 30_000;
 const RESYNC_MS = 5 * 60_000;
 const VERSION_REFRESH_MS = 10 * 60_000;
 const DIRECT_READ_TIMEOUT_MS = 2_000;
-
-export interface ClusterStats {
-  /** Requests this process made to the API server, by purpose. */
-  requests: Record<'list' | 'watch' | 'read' | 'version', number>;
-  /** ms since the epoch of the last full list or watch event; 0 before the first. */
-  lastActivityMs: number;
-  synced: boolean;
-  restarts: number;
-}
 
 export interface LiveClusterView extends ClusterView {
   stats(): ClusterStats;

@@ -20,7 +20,18 @@ export interface ClusterView {
   /** gitVersion of the API server, or null when unknown. */
   serverVersion(): string | null;
   readiness(): { ready: boolean; reason?: string };
+  /** Counters for metrics; absent without a cluster. */
+  stats?(): ClusterStats;
   stop(): Promise<void>;
+}
+
+export interface ClusterStats {
+  /** Requests this process made to the API server, by purpose. */
+  requests: Record<'list' | 'watch' | 'read' | 'version', number>;
+  /** ms since the epoch of the last full list or watch event; 0 before the first. */
+  lastActivityMs: number;
+  synced: boolean;
+  restarts: number;
 }
 
 export const NO_CLUSTER: ClusterView = {
