@@ -4,6 +4,9 @@
 # Writes OUT_DIR/ca.crt, OUT_DIR/ca.key, OUT_DIR/tls.crt and OUT_DIR/tls.key.
 # The SANs always include localhost and 127.0.0.1; add in-cluster Service
 # names such as prestop-injector.prestop-system.svc as extra arguments.
+# With CA_DIR set (holding ca.crt and ca.key), the serving certificate is
+# signed by that CA instead of a new one: a leaf rotation that keeps the
+# caBundle the API server trusts.
 set -euo pipefail
 
 out="${1:-$(dirname "$0")}"
@@ -23,11 +26,15 @@ done
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 \
-  -subj "/CN=prestop-injector dev CA" \
-  -addext "basicConstraints=critical,CA:TRUE" \
-  -addext "keyUsage=critical,keyCertSign,cRLSign" \
-  -keyout "$work/ca.key" -out "$work/ca.crt" 2>/dev/null
+if [ -n "${CA_DIR:-}" ]; then
+  cp "$CA_DIR/ca.crt" "$CA_DIR/ca.key" "$work/"
+else
+  openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 \
+    -subj "/CN=prestop-injector dev CA" \
+    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$work/ca.key" -out "$work/ca.crt" 2>/dev/null
+fi
 
 openssl req -newkey rsa:2048 -nodes -sha256 \
   -subj "/CN=prestop-injector" \
@@ -37,7 +44,7 @@ printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalS
   "$sans" >"$work/ext.cnf"
 
 openssl x509 -req -sha256 -days 825 -in "$work/tls.csr" \
-  -CA "$work/ca.crt" -CAkey "$work/ca.key" -CAcreateserial \
+  -CA "$work/ca.crt" -CAkey "$work/ca.key" -set_serial "0x$(openssl rand -hex 16)" \
   -extfile "$work/ext.cnf" -out "$work/tls.crt" 2>/dev/null
 
 chmod 644 "$work/ca.crt" "$work/tls.crt"

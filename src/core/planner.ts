@@ -227,13 +227,21 @@ export function decideSidecarHook(input: SidecarHookInput): ContainerDecision {
   };
 }
 
-/** The one place that computes the grace period. */
+/**
+ * The one place that computes the grace period: the app keeps what it had
+ * after SIGTERM, plus its longest hook, plus the proxy's own drain; and no
+ * sidecar hold (a sleep action must fit the grace period) may outlast it.
+ */
 export function graceFor(
   originalSeconds: number,
   appBudgetSeconds: number,
   proxyDrainSeconds: number,
+  sidecarBudgets: readonly number[] = [],
 ): number {
-  return originalSeconds + appBudgetSeconds + proxyDrainSeconds;
+  return Math.max(
+    originalSeconds + appBudgetSeconds + proxyDrainSeconds,
+    ...sidecarBudgets.map((budget) => budget + proxyDrainSeconds),
+  );
 }
 
 function containerByName(pod: PodLike): Map<string, Container> {
@@ -331,7 +339,12 @@ export function planPod(input: PodLike, context: PlanContext): Plan {
   }
 
   const proxyDrain = Math.max(0, ...meshManaged.map((s) => s.drainSeconds));
-  const graceTo = graceFor(originalGrace, appBudget, meshManaged.length > 0 ? proxyDrain : 0);
+  const graceTo = graceFor(
+    originalGrace,
+    appBudget,
+    meshManaged.length > 0 ? proxyDrain : 0,
+    sidecarDecisions.map((d) => d.budgetSeconds),
+  );
   const status: InjectorStatus = {
     v: 1,
     mode: settings.mode,
