@@ -171,18 +171,23 @@ async function runServe(argv: readonly string[]): Promise<void> {
     const force = setTimeout(() => {
       logger.error('in-flight admissions did not finish in time; exiting');
       process.exit(1);
-    }, 20_000);
+    }, config.shutdownDelayMs + 20_000);
     force.unref();
-    server.close().then(
-      () => {
-        logger.info('stopped');
-        process.exit(0);
-      },
-      (error: unknown) => {
-        logger.error({ error: String(error) }, 'error while stopping');
-        process.exit(1);
-      },
-    );
+    server.stopReady();
+    // Endpoints need a moment to drop this pod; keep answering meanwhile.
+    const delay = new Promise((resolve) => setTimeout(resolve, config.shutdownDelayMs));
+    delay
+      .then(() => server.close())
+      .then(
+        () => {
+          logger.info('stopped');
+          process.exit(0);
+        },
+        (error: unknown) => {
+          logger.error({ error: String(error) }, 'error while stopping');
+          process.exit(1);
+        },
+      );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

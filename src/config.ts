@@ -146,6 +146,12 @@ export const OPTIONS = {
     default: '',
     description: "The webhook's own namespace, never injected",
   },
+  shutdownDelaySeconds: {
+    flag: 'shutdown-delay-seconds',
+    env: 'PRESTOP_SHUTDOWN_DELAY_SECONDS',
+    default: '0',
+    description: 'On SIGTERM, seconds to keep serving with readiness off before closing',
+  },
   logLevel: {
     flag: 'log-level',
     env: 'PRESTOP_LOG_LEVEL',
@@ -241,6 +247,7 @@ export interface ServerConfig {
   kubeconfig: string;
   ownNamespace: string;
   logLevel: string;
+  shutdownDelayMs: number;
 }
 
 export function buildConfig(raw: RawOptions): ServerConfig {
@@ -252,6 +259,10 @@ export function buildConfig(raw: RawOptions): ServerConfig {
   }
   const cluster = parseOverride(raw.cluster);
   if (cluster === null) throw new ConfigError(`--cluster: expected auto, on or off`);
+  const shutdownDelay = Number(raw.shutdownDelaySeconds);
+  if (!Number.isFinite(shutdownDelay) || shutdownDelay < 0 || shutdownDelay > 300) {
+    throw new ConfigError('--shutdown-delay-seconds: expected a number of seconds, 0..300');
+  }
   const certPoll = Number(raw.certPollSeconds);
   if (!Number.isFinite(certPoll) || certPoll <= 0)
     throw new ConfigError('--cert-poll-seconds: expected a positive number');
@@ -275,6 +286,7 @@ export function buildConfig(raw: RawOptions): ServerConfig {
     kubeconfig: raw.kubeconfig,
     ownNamespace: raw.ownNamespace,
     logLevel: raw.logLevel,
+    shutdownDelayMs: shutdownDelay * 1000,
   };
 }
 

@@ -62,6 +62,8 @@ export interface RunningServer {
   healthPort: number;
   certificates: CertificateWatcher;
   capabilities(): Capabilities;
+  /** Readiness off; admissions still served. */
+  stopReady(): void;
   /** Readiness off, in-flight requests answered, listeners closed. */
   close(): Promise<void>;
 }
@@ -155,6 +157,9 @@ export async function startServer(
     healthPort: portOf(health),
     certificates,
     capabilities,
+    stopReady: () => {
+      closing = true;
+    },
     close: async () => {
       closing = true;
       certificates.stop();

@@ -65,7 +65,8 @@ export function createWebhookApp(options: WebhookAppOptions): WebhookApp {
     bodyLimit: BODY_LIMIT_BYTES,
     onProtoPoisoning: 'remove',
     onConstructorPoisoning: 'remove',
-    return503OnClosing: true,
+    // While closing, requests on open connections are still admissions to answer.
+    return503OnClosing: false,
   });
   app.setErrorHandler(clientErrorHandler);
   // Reviews are JSON; anything else is 415, not a string to misread.
