@@ -1,0 +1,365 @@
+// The serve process under load, hostile input, certificate rotation and
+// SIGTERM: real processes, real TLS, counts from the client's side.
+
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, symlinkSync } from 'node:fs';
+import { Agent, request } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TLSSocket } from 'node:tls';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { hostileBody, checkHostileReply } from '../support/hostile.ts';
+import { container, pod } from '../support/pods.ts';
+import { GENERATE_CERTS, review } from '../support/reviews.ts';
+import { startServeProcess, type ServeProcess } from '../support/serve-process.ts';
+
+const ISTIO_POD = pod([
+  container('checkout', {
+    ports: [{ containerPort: 8080 }],
+    env: [{ name: 'DB_PASSWORD', value: 'TOPSECRET-e2e-value' }],
+  }),
+  {
+    name: 'istio-proxy',
+    image: 'docker.io/istio/proxyv2:1.26.2',
+    securityContext: { runAsUser: 1337 },
+  },
+]);
+
+/** A Secret-style mount: tls.* -> ..data/tls.*, ..data -> ..v1. */
+function secretMount(): { dir: string; ca: Buffer; rotate(): string } {
+  const dir = mkdtempSync(join(tmpdir(), 'prestop-secret-'));
+  mkdirSync(join(dir, '..v1'));
+  execFileSync('bash', [GENERATE_CERTS, join(dir, '..v1')], { stdio: 'ignore' });
+  symlinkSync('..v1', join(dir, '..data'));
+  symlinkSync('..data/tls.crt', join(dir, 'tls.crt'));
+  symlinkSync('..data/tls.key', join(dir, 'tls.key'));
+  let version = 1;
+  return {
+    dir,
+    ca: readFileSync(join(dir, '..v1', 'ca.crt')),
+    rotate() {
+      version++;
+      const next = join(dir, `..v${version}`);
+      mkdirSync(next);
+      // A new leaf from the same CA, as cert-manager renews: the caBundle stays valid.
+      execFileSync('bash', [GENERATE_CERTS, next], {
+        stdio: 'ignore',
+        env: { ...process.env, CA_DIR: join(dir, '..v1') },
+      });
+      symlinkSync(`..v${version}`, join(dir, '..data_tmp'));
+      renameSync(join(dir, '..data_tmp'), join(dir, '..data'));
+      return execFileSync('openssl', ['x509', '-in', join(next, 'tls.crt'), '-noout', '-serial'], {
+        encoding: 'utf8',
+      })
+        .trim()
+        .split('=')[1]!
+        .toUpperCase();
+    },
+  };
+}
+
+function rssKiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1]);
+}
+
+interface Outcome {
+  uid: string;
+  status?: number;
+  error?: string;
+  serial?: string;
+  body?: string;
+}
+
+function post(
+  port: number,
+  ca: Buffer,
+  agent: Agent | false,
+  uid: string,
+  object: unknown = ISTIO_POD,
+): Promise<Outcome> {
+  const body = JSON.stringify(review(object, { uid }));
+  return new Promise((resolve) => {
+    const req = request(
+      {
+        host: '127.0.0.1',
+        port,
+        path: '/mutate',
+        method: 'POST',
+        ca,
+        servername: 'localhost',
+        agent,
+        headers: { 'content-type': 'application/json' },
+      },
+      (res) => {
+        const serial = (res.socket as TLSSocket).getPeerCertificate?.().serialNumber;
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          resolve({
+            uid,
+            status: res.statusCode ?? 0,
+            serial,
+            body: Buffer.concat(chunks).toString(),
+          }),
+        );
+        res.on('error', (error) => resolve({ uid, error: error.message }));
+      },
+    );
+    req.setTimeout(10_000, () => req.destroy(new Error('timeout')));
+    req.on('error', (error: NodeJS.ErrnoException) =>
+      resolve({ uid, error: error.code ?? error.message }),
+    );
+    req.end(body);
+  });
+}
+
+function wellFormed(outcome: Outcome): boolean {
+  if (outcome.status !== 200 || outcome.body === undefined) return false;
+  const reply = JSON.parse(outcome.body) as {
+    kind?: string;
+    response?: { uid?: string; allowed?: boolean; patch?: string };
+  };
+  return (
+    reply.kind === 'AdmissionReview' &&
+    reply.response?.uid === outcome.uid &&
+    reply.response.allowed === true &&
+    reply.response.patch !== undefined
+  );
+}
+
+async function startWith(mount: { dir: string }, extra: string[] = []): Promise<ServeProcess> {
+  return startServeProcess([
+    '--tls-cert',
+    join(mount.dir, 'tls.crt'),
+    '--tls-key',
+    join(mount.dir, 'tls.key'),
+    '--inject-default',
+    'enabled',
+    '--kube-version',
+    '1.33',
+    ...extra,
+  ]);
+}
+
+describe('reliability of the serve process', () => {
+  it('20,000 reviews at concurrency 64: zero errors, and RSS flat after warm-up', async () => {
+    const mount = secretMount();
+    const serve = await startWith(mount);
+    try {
+      const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+      const total = 20_000;
+      const warmUp = 4_000;
+      let next = 0;
+      let failures = 0;
+      let rssAfterWarmUp = 0;
+      const samples: number[] = [];
+      const worker = async () => {
+        while (next < total) {
+          const i = next++;
+          if (i === warmUp) rssAfterWarmUp = rssKiB(serve.child.pid!);
+          if (i % 2000 === 0) samples.push(rssKiB(serve.child.pid!));
+          const outcome = await post(serve.webhookPort, mount.ca, agent, `load-${i}`);
+          if (!wellFormed(outcome)) failures++;
+        }
+      };
+      await Promise.all(Array.from({ length: 64 }, worker));
+      agent.destroy();
+      const rssEnd = rssKiB(serve.child.pid!);
+      const growthMiB = (rssEnd - rssAfterWarmUp) / 1024;
+      console.log(
+        `load: ${total} reviews, ${failures} failed; RSS after warm-up ${(rssAfterWarmUp / 1024).toFixed(1)} MiB, at end ${(rssEnd / 1024).toFixed(1)} MiB; samples ${samples.map((s) => (s / 1024).toFixed(0)).join(' ')}`,
+      );
+      assert.equal(failures, 0);
+      assert.ok(growthMiB < 40, `RSS grew ${growthMiB.toFixed(1)} MiB after warm-up`);
+    } finally {
+      await serve.stop('SIGKILL');
+    }
+  });
+
+  it('hostile bodies over real HTTPS: never dies, memory bounded, still correct', async () => {
+    const mount = secretMount();
+    const serve = await startWith(mount);
+    try {
+      const agent = new Agent({ keepAlive: true, maxSockets: 8 });
+      const bodies = fc.sample(hostileBody, { numRuns: 1500, seed: 4242 });
+      const send = (sent: (typeof bodies)[number]) =>
+        new Promise<void>((resolve, reject) => {
+          const req = request(
+            {
+              host: '127.0.0.1',
+              port: serve.webhookPort,
+              path: '/mutate',
+              method: 'POST',
+              ca: mount.ca,
+              servername: 'localhost',
+              agent,
+              headers: { 'content-type': sent.contentType },
+            },
+            (res) => {
+              const chunks: Buffer[] = [];
+              res.on('data', (c: Buffer) => chunks.push(c));
+              res.on('end', () => {
+                try {
+                  checkHostileReply(sent, res.statusCode ?? 0, Buffer.concat(chunks).toString());
+                  resolve();
+                } catch (error) {
+                  reject(error as Error);
+                }
+              });
+            },
+          );
+          // A 413 may close the socket while the body is still being sent: that is an answer.
+          req.on('error', (error: NodeJS.ErrnoException) =>
+            /ECONNRESET|EPIPE/.test(error.code ?? '') ? resolve() : reject(error),
+          );
+          req.end(sent.body);
+        });
+      // The same hostile set three times: the first round warms the heap up,
+      // later rounds must not keep growing it.
+      const rss: number[] = [rssKiB(serve.child.pid!)];
+      for (let round = 0; round < 3; round++) {
+        for (let i = 0; i < bodies.length; i += 8)
+          await Promise.all(bodies.slice(i, i + 8).map(send));
+        rss.push(rssKiB(serve.child.pid!));
+      }
+      agent.destroy();
+      const mib = rss.map((k) => (k / 1024).toFixed(0));
+      console.log(
+        `hostile: ${bodies.length} bodies x 3 rounds; RSS MiB at start and after each round: ${mib.join(' ')}`,
+      );
+      assert.equal(serve.child.exitCode, null, 'still running');
+      assert.ok(
+        rss[3]! - rss[1]! < 100 * 1024,
+        `memory bounded after the first round (${mib.join(' ')})`,
+      );
+      const health = await fetch(`http://127.0.0.1:${serve.healthPort}/healthz`);
+      assert.equal(health.status, 200);
+      assert.ok(wellFormed(await post(serve.webhookPort, mount.ca, false, 'after-fuzz')));
+    } finally {
+      await serve.stop('SIGKILL');
+    }
+  });
+
+  it('certificate rotation under load: new connections get the new certificate, no request fails', async () => {
+    const mount = secretMount();
+    const serve = await startWith(mount, ['--cert-poll-seconds', '0.5']);
+    try {
+      const outcomes: (Outcome & { startedMs: number })[] = [];
+      let rotatedAt = 0;
+      let newSerial = '';
+      let stop = false;
+      const started = Date.now();
+      const worker = async (w: number) => {
+        for (let i = 0; !stop; i++) {
+          const startedMs = Date.now() - started;
+          // A fresh TLS connection per request: each one sees the current certificate.
+          outcomes.push({
+            ...(await post(serve.webhookPort, mount.ca, false, `rot-${w}-${i}`)),
+            startedMs,
+          });
+        }
+      };
+      const workers = Array.from({ length: 8 }, (_, w) => worker(w));
+      await new Promise((r) => setTimeout(r, 1000));
+      newSerial = mount.rotate();
+      rotatedAt = Date.now() - started;
+      const deadline = Date.now() + 8000;
+      while (Date.now() < deadline && !outcomes.some((o) => o.serial === newSerial))
+        await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, 1000));
+      stop = true;
+      await Promise.all(workers);
+      const failed = outcomes.filter((o) => !wellFormed(o));
+      const firstNew = outcomes.filter((o) => o.serial === newSerial).map((o) => o.startedMs);
+      const switchedAt = Math.min(...firstNew);
+      const oldAfterSwitch = outcomes.filter(
+        (o) => o.startedMs > switchedAt + 200 && o.serial !== newSerial,
+      );
+      console.log(
+        `rotation: ${outcomes.length} requests on fresh connections, ${failed.length} failed; new certificate served ${switchedAt - rotatedAt} ms after the swap`,
+      );
+      assert.equal(failed.length, 0, JSON.stringify(failed.slice(0, 3)));
+      assert.ok(firstNew.length > 0, 'the new certificate was served');
+      assert.equal(oldAfterSwitch.length, 0, 'new connections no longer get the old certificate');
+    } finally {
+      await serve.stop('SIGKILL');
+    }
+  });
+
+  it('SIGTERM under load: readiness off, accepted requests answered, prompt exit', async () => {
+    const mount = secretMount();
+    const serve = await startWith(mount, ['--shutdown-delay-seconds', '1']);
+    const agent = new Agent({ keepAlive: true, maxSockets: 16 });
+    const outcomes: Outcome[] = [];
+    let stop = false;
+    const worker = async (w: number) => {
+      for (let i = 0; !stop; i++) {
+        const outcome = await post(serve.webhookPort, mount.ca, agent, `term-${w}-${i}`);
+        outcomes.push(outcome);
+        if (outcome.error === 'ECONNREFUSED') await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    const workers = Array.from({ length: 16 }, (_, w) => worker(w));
+    await new Promise((r) => setTimeout(r, 800));
+    const termAt = Date.now();
+    serve.child.kill('SIGTERM');
+    let sawNotReady = false;
+    while (serve.child.exitCode === null && Date.now() - termAt < 30_000) {
+      const ready = await fetch(`http://127.0.0.1:${serve.healthPort}/readyz`).catch(() => null);
+      if (ready?.status === 503) sawNotReady = true;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const code = await serve.exited;
+    const exitMs = Date.now() - termAt;
+    stop = true;
+    await Promise.all(workers);
+    agent.destroy();
+
+    const accepted = new Set(
+      serve.logs.filter((l) => l['msg'] === 'admission').map((l) => String(l['uid'])),
+    );
+    const byUid = new Map(outcomes.map((o) => [o.uid, o]));
+    const dropped = [...accepted].filter((uid) => !wellFormed(byUid.get(uid) ?? { uid }));
+    const refused = outcomes.filter((o) => !accepted.has(o.uid));
+    console.log(
+      `SIGTERM: ${outcomes.length} requests, ${accepted.size} accepted and logged, ${dropped.length} of those dropped; ${refused.length} never reached the server (${[...new Set(refused.map((o) => o.error ?? o.status))].join(', ')}); exit ${code} after ${exitMs} ms`,
+    );
+    assert.equal(code, 0);
+    assert.ok(sawNotReady, 'readiness turned false before exit');
+    assert.equal(dropped.length, 0, JSON.stringify(dropped.slice(0, 3)));
+    assert.ok(accepted.size > 100, 'the server was really under load');
+    assert.ok(
+      exitMs < 15_000,
+      `exited ${exitMs} ms after SIGTERM, well within a 30 s grace period`,
+    );
+    for (const o of refused)
+      assert.ok(o.error !== undefined, `a request not accepted still got status ${o.status}`);
+  });
+
+  it('logs at info level carry no full objects and no environment values', async () => {
+    const mount = secretMount();
+    const serve = await startWith(mount);
+    try {
+      const annotated = structuredClone(ISTIO_POD);
+      annotated.metadata!.annotations = { 'prestop-injector.io/delay-seconds': 'not-a-number' };
+      assert.ok(wellFormed(await post(serve.webhookPort, mount.ca, false, 'log-1', annotated)));
+      await post(serve.webhookPort, mount.ca, false, 'log-2', {
+        spec: { containers: [{ name: 'x', env: [{ name: 'K', value: 'TOPSECRET-e2e-value' }] }] },
+      });
+      await new Promise((r) => setTimeout(r, 200));
+      const text = JSON.stringify(serve.logs);
+      assert.ok(
+        serve.logs.some((l) => l['uid'] === 'log-1'),
+        'the admission was logged',
+      );
+      assert.doesNotMatch(text, /TOPSECRET/);
+      assert.doesNotMatch(text, /"containers"|"spec"|istio\/proxyv2/);
+      assert.match(text, /prestop-injector\.io\/delay-seconds/, 'annotation keys may be logged');
+    } finally {
+      await serve.stop('SIGKILL');
+    }
+  });
+});
