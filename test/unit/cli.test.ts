@@ -5,10 +5,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
-import { parseAllDocuments } from 'yaml';
+import fc from 'fast-check';
+import { parseAllDocuments, stringify } from 'yaml';
 import { Annotation } from '../../src/core/annotations.ts';
 import { handlerKeys } from '../../src/core/hooks.ts';
 import type { PodLike } from '../../src/core/types.ts';
+import { arbitraryPod } from '../support/arbitraries.ts';
 
 const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
 const EXAMPLES = fileURLToPath(new URL('../../examples/pods.yaml', import.meta.url));
@@ -215,4 +217,73 @@ spec:
     assert.match(after!, /ok: no problem found/);
     assert.match(after!, /istio-proxy +=+T\?+~+K/);
   });
+});
+
+describe('cli inject on pods never seen before', () => {
+  for (const kube of ['1.33', '1.28']) {
+    it(`keeps every rule on 300 random pods at ${kube}, and a second run changes nothing`, () => {
+      const inputs = fc.sample(arbitraryPod, { numRuns: 300, seed: kube === '1.33' ? 133 : 128 });
+      const file = tempFile('random.yaml', inputs.map((p) => stringify(p)).join('---\n'));
+      const first = cli(['inject', '-f', file, '-o', 'json', '--kube-version', kube]);
+      assert.equal(first.code, 0, first.stderr);
+      const outputs = (JSON.parse(first.stdout) as { items: PodLike[] }).items;
+      assert.equal(outputs.length, inputs.length);
+      const minor = Number(kube.split('.')[1]);
+      outputs.forEach((output, i) => {
+        const input = inputs[i]!;
+        const disabled = input.metadata?.annotations?.[Annotation.inject]?.trim().toLowerCase();
+        const batch =
+          input.spec.restartPolicy === 'OnFailure' || input.spec.restartPolicy === 'Never';
+        if (batch || disabled === 'disabled' || disabled === 'false')
+          assert.deepEqual(output, input, `pod ${i}: left alone`);
+        const grace = output.spec.terminationGracePeriodSeconds;
+        assert.ok(
+          grace === undefined || grace >= (input.spec.terminationGracePeriodSeconds ?? 0),
+          `pod ${i}: grace never lowered`,
+        );
+        const before = new Map(
+          [...(input.spec.initContainers ?? []), ...input.spec.containers].map((c) => [c.name, c]),
+        );
+        for (const c of [...(output.spec.initContainers ?? []), ...output.spec.containers]) {
+          const preStop = c.lifecycle?.preStop;
+          if (preStop === undefined) continue;
+          assert.equal(handlerKeys(preStop).length, 1, `pod ${i} ${c.name}: one handler`);
+          const original = before.get(c.name)?.lifecycle?.preStop;
+          if (original !== undefined) {
+            assert.deepEqual(preStop, original, `pod ${i} ${c.name}: existing hook untouched`);
+            continue;
+          }
+          if (preStop.sleep !== undefined) {
+            assert.ok(minor >= 30, `pod ${i} ${c.name}: no sleep action below 1.30`);
+            assert.ok(
+              grace !== undefined && preStop.sleep.seconds <= grace,
+              `pod ${i} ${c.name}: sleep within grace`,
+            );
+          }
+          const command = preStop.exec?.command?.join(' ') ?? '';
+          if (/distroless/.test(c.image ?? ''))
+            assert.doesNotMatch(
+              command,
+              /^\/bin\/sh/,
+              `pod ${i} ${c.name}: no shell on distroless`,
+            );
+          if (input.spec.hostNetwork === true)
+            assert.doesNotMatch(
+              command,
+              /\/proc\/net/,
+              `pod ${i} ${c.name}: no /proc in hostNetwork`,
+            );
+        }
+        if (JSON.stringify(output) !== JSON.stringify(input)) {
+          assert.ok(
+            output.metadata?.annotations?.[Annotation.status],
+            `pod ${i}: status on a mutated pod`,
+          );
+        }
+      });
+      const second = cli(['inject', '-f', '-', '-o', 'json', '--kube-version', kube], first.stdout);
+      assert.equal(second.code, 0, second.stderr);
+      assert.deepEqual(JSON.parse(second.stdout), JSON.parse(first.stdout), 'idempotent');
+    });
+  }
 });
