@@ -18,11 +18,13 @@ import {
   AdmissionregistrationV1Api,
   CoreV1Api,
   KubeConfig,
+  RbacAuthorizationV1Api,
   VersionApi,
   type V1LabelSelector,
   type V1MutatingWebhookConfiguration,
   type V1Namespace,
   type V1Pod,
+  type V1PolicyRule,
 } from '@kubernetes/client-node';
 import { getFreePort } from './free-port.ts';
 
@@ -38,6 +40,7 @@ export interface Tools {
   kubeApiserver: string;
   etcd: string;
   helm: string;
+  kubectl: string;
   kubeVersion: string;
   etcdVersion: string;
   helmVersion: string;
@@ -98,6 +101,7 @@ function runInstallScript(): Promise<Tools> {
           kubeApiserver: get('KUBE_APISERVER'),
           etcd: get('ETCD'),
           helm: get('HELM'),
+          kubectl: get('KUBECTL'),
           kubeVersion: get('KUBE_VERSION'),
           etcdVersion: get('ETCD_VERSION'),
           helmVersion: get('HELM_VERSION'),
@@ -167,6 +171,9 @@ export interface ManagedProcess {
 export interface SpawnManagedOptions {
   cwd?: string;
   env?: NodeJS.ProcessEnv;
+  /** Run as this user and group (e.g. a container's runAsUser). */
+  uid?: number;
+  gid?: number;
 }
 
 /**
@@ -189,6 +196,8 @@ export function spawnManaged(
       cwd: options.cwd,
       env: options.env ?? process.env,
       stdio: ['ignore', fd, fd],
+      ...(options.uid === undefined ? {} : { uid: options.uid }),
+      ...(options.gid === undefined ? {} : { gid: options.gid }),
     });
   } finally {
     fs.closeSync(fd);
@@ -889,4 +898,197 @@ export async function startWebhook(opts: StartWebhookOptions = {}): Promise<Webh
     }
   }
   throw lastError ?? new Error('webhook failed to start');
+}
+
+// ------------------------------- identities, audit log, apiserver restarts
+
+export interface ServiceAccountIdentity {
+  /** `system:serviceaccount:NAMESPACE:NAME`, as RBAC and the audit log name it. */
+  username: string;
+  token: string;
+  /** A kubeconfig that authenticates with the token (inside cp.dir). */
+  kubeconfigPath: string;
+}
+
+export interface ServiceAccountIdentityOptions {
+  namespace: string;
+  name: string;
+  /** Cluster-wide rules, granted by a ClusterRole and ClusterRoleBinding named `name`. */
+  rules: V1PolicyRule[];
+  expirationSeconds?: number;
+}
+
+function isConflict(error: unknown): boolean {
+  return (error as { code?: number }).code === 409;
+}
+
+/**
+ * A ServiceAccount bound to `rules`, with a token from the TokenRequest API
+ * (the API server signs it itself: no controller manager needed) and a
+ * kubeconfig that uses it. The namespace is created when missing.
+ */
+export async function createServiceAccountIdentity(
+  cp: ControlPlane,
+  opts: ServiceAccountIdentityOptions,
+): Promise<ServiceAccountIdentity> {
+  const { namespace, name } = opts;
+  await createNamespace(cp, namespace).catch((error: unknown) => {
+    if (!isConflict(error)) throw error;
+  });
+  await cp.core.createNamespacedServiceAccount({
+    namespace,
+    body: { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name } },
+  });
+  const rbac = cp.kubeConfig.makeApiClient(RbacAuthorizationV1Api);
+  await rbac.createClusterRole({
+    body: {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRole',
+      metadata: { name },
+      rules: opts.rules,
+    },
+  });
+  await rbac.createClusterRoleBinding({
+    body: {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRoleBinding',
+      metadata: { name },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name },
+      subjects: [{ kind: 'ServiceAccount', name, namespace }],
+    },
+  });
+  const request = await cp.core.createNamespacedServiceAccountToken({
+    namespace,
+    name,
+    body: {
+      apiVersion: 'authentication.k8s.io/v1',
+      kind: 'TokenRequest',
+      spec: { audiences: [], expirationSeconds: opts.expirationSeconds ?? 3600 },
+    },
+  });
+  const token = request.status?.token;
+  if (!token) throw new Error(`TokenRequest for ${namespace}/${name} returned no token`);
+  const kubeconfigPath = path.join(cp.dir, `kubeconfig-${namespace}-${name}`);
+  await writeKubeconfig(kubeconfigPath, cp.server, cp.caPem, token);
+  return { username: `system:serviceaccount:${namespace}:${name}`, token, kubeconfigPath };
+}
+
+/** One line of the API server's JSON audit log (the fields the tests read). */
+export interface AuditEvent {
+  auditID: string;
+  stage: string;
+  verb: string;
+  requestURI: string;
+  user: { username: string };
+  objectRef?: { resource?: string; namespace?: string; name?: string };
+  responseStatus?: { code?: number };
+  requestReceivedTimestamp: string;
+}
+
+export interface AuditLog {
+  /** kube-apiserver flags: pass as `extraApiserverArgs`. */
+  args: string[];
+  path: string;
+  /** Every event so far. */
+  events(): AuditEvent[];
+}
+
+/**
+ * An audit policy that records, at Metadata level, every request made by the
+ * given users or members of the given groups (and nothing else), logged
+ * synchronously to a JSON-lines file. Start the control plane with its args.
+ */
+export async function prepareAuditLog(who: {
+  users?: string[];
+  groups?: string[];
+}): Promise<AuditLog> {
+  installExitHooks();
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'prestop-e2e-audit-'));
+  liveDirs.add(dir);
+  const policyPath = path.join(dir, 'policy.json');
+  const logPath = path.join(dir, 'audit.log');
+  const policy = {
+    apiVersion: 'audit.k8s.io/v1',
+    kind: 'Policy',
+    omitStages: ['RequestReceived'],
+    rules: [
+      ...(who.users ? [{ level: 'Metadata', users: who.users }] : []),
+      ...(who.groups ? [{ level: 'Metadata', userGroups: who.groups }] : []),
+      { level: 'None' },
+    ],
+  };
+  await fsp.writeFile(policyPath, JSON.stringify(policy, null, 2) + '\n');
+  return {
+    args: [
+      `--audit-policy-file=${policyPath}`,
+      `--audit-log-path=${logPath}`,
+      '--audit-log-format=json',
+      // Written before the response: a finished request is already in the file.
+      '--audit-log-mode=blocking',
+    ],
+    path: logPath,
+    events() {
+      let text: string;
+      try {
+        text = fs.readFileSync(logPath, 'utf8');
+      } catch {
+        return [];
+      }
+      // The last piece is empty, or a line still being written.
+      return text
+        .split('\n')
+        .slice(0, -1)
+        .filter((line) => line.trim() !== '')
+        .map((line) => JSON.parse(line) as AuditEvent);
+    },
+  };
+}
+
+export interface NamespaceRequestCounts {
+  list: number;
+  watch: number;
+  /** GETs of one namespace. */
+  read: number;
+  version: number;
+}
+
+/** A user's requests for namespaces and /version, counted from the audit log. */
+export function countNamespaceRequests(audit: AuditLog, username: string): NamespaceRequestCounts {
+  const seen = new Set<string>();
+  const counts = { list: 0, watch: 0, read: 0, version: 0 };
+  for (const event of audit.events()) {
+    // A watch logs ResponseStarted, then ResponseComplete: count it once.
+    if (event.user.username !== username || seen.has(event.auditID)) continue;
+    seen.add(event.auditID);
+    if (event.requestURI === '/version') counts.version++;
+    else if (event.objectRef?.resource !== 'namespaces') continue;
+    else if (event.verb === 'list') counts.list++;
+    else if (event.verb === 'watch') counts.watch++;
+    else if (event.verb === 'get') counts.read++;
+  }
+  return counts;
+}
+
+/**
+ * Stops kube-apiserver (SIGTERM) and starts it again with the same flags:
+ * same port, certificates and etcd data, as in a control-plane upgrade.
+ * Clients see their connections drop and the server come back. Returns the
+ * new process: stop it before `cp.stop()`, which knows only the first one.
+ */
+export async function restartApiserver(
+  cp: ControlPlane,
+  current: ManagedProcess = cp.apiserver,
+  opts: { downMs?: number; readyTimeoutMs?: number } = {},
+): Promise<ManagedProcess> {
+  const [, ...args] = current.child.spawnargs;
+  const command = current.child.spawnfile;
+  await current.stop();
+  if (opts.downMs) await new Promise((resolve) => setTimeout(resolve, opts.downMs));
+  const proc = spawnManaged('kube-apiserver', command, args, current.logPath);
+  await waitFor('restarted kube-apiserver /readyz', opts.readyTimeoutMs ?? 120_000, async () => {
+    if (proc.hasExited()) throw new ExitedError('restarted kube-apiserver exited');
+    const res = await request(`${cp.server}/readyz`, { ca: cp.caPem, token: cp.adminToken });
+    return res.status === 200;
+  });
+  return proc;
 }
