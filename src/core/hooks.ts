@@ -23,11 +23,17 @@ export function execSleepBinary(path: string, seconds: number): LifecycleHandler
 }
 
 const PROC_FILES = '/proc/net/tcp /proc/net/tcp6';
+const LOOPBACK_PATTERNS = '??????7F|0000000000000000FFFF0000??????7F|00000000000000000000000001000000';
 
 /**
  * Waits `delaySeconds`, then while any ESTABLISHED socket has a local port
- * that something LISTENs on (an inbound connection), for at most
- * `timeoutSeconds` more.
+ * that something LISTENs on (an inbound connection) and a peer outside the
+ * pod, for at most `timeoutSeconds` more.
+ *
+ * Loopback peers are skipped: they are the pod's own containers, above all a
+ * mesh sidecar whose connection pool to the app (and the app's to the
+ * sidecar's outbound port) stays open until the app exits, so counting them
+ * would always run to the timeout. The sidecar's hold covers those.
  */
 export function drainScript(delaySeconds: number, timeoutSeconds: number): string {
   return [
@@ -41,7 +47,10 @@ export function drainScript(delaySeconds: number, timeoutSeconds: number): strin
     `  for f in ${PROC_FILES}; do`,
     '    [ -r "$f" ] || continue',
     '    while read -r n a r s x; do',
-    '      [ "$s" = 01 ] && case "$l" in *" ${a##*:} "*) return 0 ;; esac',
+    '      [ "$s" = 01 ] || continue',
+    // 127.0.0.0/8 (little-endian hex, so its first octet is last), ::ffff:127.x, ::1.
+    `      case "\${r%%:*}" in ${LOOPBACK_PATTERNS}) continue ;; esac`,
+    '      case "$l" in *" ${a##*:} "*) return 0 ;; esac',
     '    done < "$f"',
     '  done',
     '  return 1',

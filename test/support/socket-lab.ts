@@ -11,6 +11,8 @@ import { connect, createServer, type Socket } from 'node:net';
 interface Connection {
   /** uid of the process that listens and connects; default: this process (root). */
   uid?: number;
+  /** Connect over loopback, as a container of the same pod would; default: from outside. */
+  loopback?: boolean;
   /** Close after this many ms; omit to hold until the script ends. */
   closeAfterMs?: number;
 }
@@ -22,14 +24,21 @@ interface Scenario {
 }
 
 const scenario = JSON.parse(process.argv[2] ?? '{}') as Scenario;
-const up = spawnSync('ip', ['link', 'set', 'lo', 'up']);
-if (up.status !== 0) throw new Error(`cannot bring lo up: ${up.stderr.toString()}`);
+/** The pod's own address, on this namespace's lo: peers using it are not loopback peers. */
+const POD_ADDRESS = '10.213.0.1';
+for (const args of [
+  ['link', 'set', 'lo', 'up'],
+  ['addr', 'add', `${POD_ADDRESS}/32`, 'dev', 'lo'],
+]) {
+  const result = spawnSync('ip', args);
+  if (result.status !== 0) throw new Error(`ip ${args.join(' ')}: ${result.stderr.toString()}`);
+}
 
 const sockets: Socket[] = [];
 const children: ReturnType<typeof spawn>[] = [];
 
 const ownServer = createServer((socket) => sockets.push(socket));
-await new Promise<void>((resolve) => ownServer.listen(0, '127.0.0.1', resolve));
+await new Promise<void>((resolve) => ownServer.listen(0, '0.0.0.0', resolve));
 const ownPort = (ownServer.address() as { port: number }).port;
 
 // A process of another uid that listens, connects to itself, and holds both ends.
@@ -45,7 +54,8 @@ server.listen(0, '127.0.0.1', () => {
 for (const connection of scenario.connections) {
   if (connection.uid === undefined) {
     const client = await new Promise<Socket>((resolve) => {
-      const socket = connect(ownPort, '127.0.0.1', () => resolve(socket));
+      const host = connection.loopback === true ? '127.0.0.1' : POD_ADDRESS;
+      const socket = connect(ownPort, host, () => resolve(socket));
       sockets.push(socket);
     });
     if (connection.closeAfterMs !== undefined) {

@@ -14,6 +14,7 @@ const SHELLS: Record<string, string[]> = { dash: ['dash'], 'busybox sh': ['busyb
 interface Connection {
   uid?: number;
   closeAfterMs?: number;
+  loopback?: boolean;
 }
 
 function runScript(
@@ -61,6 +62,12 @@ for (const [name, shell] of Object.entries(SHELLS)) {
         elapsedMs >= 3500 && elapsedMs < 9000,
         `took ${elapsedMs} ms; the connection closed at 3.5 s`,
       );
+    });
+
+    it('ignores connections from loopback peers (the pod’s own containers, e.g. a sidecar’s pool)', () => {
+      const { elapsedMs, exitCode } = runScript(shell, drainScript(1, 20), [{ loopback: true }]);
+      assert.equal(exitCode, 0);
+      assert.ok(elapsedMs >= 1000 && elapsedMs < 5000, `took ${elapsedMs} ms with a loopback connection held`);
     });
 
     it('gives up at the drain timeout when the connection never closes', () => {
