@@ -19,7 +19,7 @@ import {
 } from './core/policy.ts';
 import { injectDocuments, InputError } from './inject.ts';
 import { explainDocuments } from './explain.ts';
-import { startServer } from './serve.ts';
+import { startServer, type RunningServer } from './serve.ts';
 
 const USAGE = `Usage:
   prestop-injector serve [--flag value ...]
@@ -160,9 +160,22 @@ function runInject(argv: readonly string[]): number {
 async function runServe(argv: readonly string[]): Promise<void> {
   const config = buildConfig(readRawOptions(argv, process.env));
   const logger = pino({ level: config.logLevel, base: { name: 'prestop-injector' } });
+  // Loaded here, not at the top: `inject` needs neither.
   const { startCluster } = await import('./cluster.ts');
+  const { createMetrics } = await import('./metrics.ts');
   const cluster = await startCluster(config, logger);
-  const server = await startServer(config, logger, { cluster });
+  // The metrics read the certificate of the server they are given to.
+  const serving: { server?: RunningServer } = {};
+  const metrics = createMetrics({
+    cluster,
+    certificateNotAfterMs: () => serving.server?.certificates.current.notAfterMs,
+  });
+  const server = await startServer(config, logger, {
+    cluster,
+    observe: metrics.observe,
+    metrics: metrics.render,
+  });
+  serving.server = server;
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

@@ -23,7 +23,8 @@ export function execSleepBinary(path: string, seconds: number): LifecycleHandler
 }
 
 const PROC_FILES = '/proc/net/tcp /proc/net/tcp6';
-const LOOPBACK_PATTERNS = '??????7F|0000000000000000FFFF0000??????7F|00000000000000000000000001000000';
+const LOOPBACK_PATTERNS =
+  '??????7F|0000000000000000FFFF0000??????7F|00000000000000000000000001000000';
 
 /**
  * Waits `delaySeconds`, then while any ESTABLISHED socket has a local port

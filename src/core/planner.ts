@@ -1,6 +1,6 @@
 // The planner: pod + settings + cluster capabilities -> mutated pod.
 //
-// Termination model (see docs/termination.md): every preStop starts at t=0,
+// Termination model (see docs/adr/0002-hook-timing.md): every preStop starts at t=0,
 // the kubelet's grace clock starts then too, SIGTERM follows each container's
 // preStop, SIGKILL comes at the grace period. So the grace period is the
 // original one (what the app had after SIGTERM) plus the longest hook budget,
@@ -24,7 +24,7 @@ import {
   type HookKind,
   type InjectorStatus,
 } from './status.ts';
-import type { Container, LifecycleHandler, PodLike } from './types.ts';
+import { isRecord, type Container, type LifecycleHandler, type PodLike } from './types.ts';
 
 /** The kubelet's default when terminationGracePeriodSeconds is unset. */
 export const DEFAULT_GRACE_SECONDS = 30;
@@ -250,9 +250,42 @@ function containerByName(pod: PodLike): Map<string, Container> {
   );
 }
 
+function writableContainer(container: Container): Container {
+  if (!isRecord(container)) return container;
+  const copy = { ...container };
+  if (isRecord(container.lifecycle)) copy.lifecycle = { ...container.lifecycle };
+  if (Array.isArray(container.env)) copy.env = [...container.env];
+  return copy;
+}
+
+/**
+ * A copy of the parts of a pod that planning (and undoing an earlier pass)
+ * writes: spec, metadata, annotations, each container with its lifecycle and
+ * env list. Everything else is shared with the input. A deep copy cost more
+ * than the rest of an admission, and the shared parts also let the diff skip
+ * them (identical references).
+ */
+function writableCopy(pod: PodLike): PodLike {
+  const { spec } = pod;
+  const copy: PodLike = {
+    ...pod,
+    spec: { ...spec, containers: spec.containers.map(writableContainer) },
+  };
+  if (Array.isArray(spec.initContainers)) {
+    copy.spec.initContainers = spec.initContainers.map(writableContainer);
+  }
+  const metadata = pod.metadata;
+  if (isRecord(metadata)) {
+    copy.metadata = { ...metadata };
+    if (isRecord(metadata.annotations)) copy.metadata.annotations = { ...metadata.annotations };
+  }
+  return copy;
+}
+
 /**
  * Plans the mutation of one pod (or pod template). Pure: the input is never
- * modified; a mutated pod is a fresh copy.
+ * modified. A mutated pod is a new object that shares the parts it did not
+ * change with the input: treat both as read-only.
  */
 export function planPod(input: PodLike, context: PlanContext): Plan {
   const { settings, capabilities, config } = context;
@@ -267,9 +300,9 @@ export function planPod(input: PodLike, context: PlanContext): Plan {
       return skip(input, input, `restartPolicy ${input.spec.restartPolicy}`, warnings);
   }
 
-  const pod = structuredClone(input);
+  const pod = writableCopy(input);
   if (previous !== null) revertStatus(pod, previous);
-  const original = previous === null ? input : structuredClone(pod);
+  const original = previous === null ? input : writableCopy(pod);
   if (!settings.inject) return skip(pod, original, 'injection disabled', warnings);
   if (isBatch(pod)) return skip(pod, original, `restartPolicy ${pod.spec.restartPolicy}`, warnings);
 

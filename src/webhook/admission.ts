@@ -65,9 +65,67 @@ export function decodeReview(body: unknown): DecodeResult {
 
 export type PatchOperation = fastJsonPatch.Operation;
 
+type Json = Record<string, unknown> | unknown[];
+
+function isContainer(value: unknown): value is Json {
+  return typeof value === 'object' && value !== null;
+}
+
+/** RFC 6901: "~" is written "~0" and "/" is written "~1". */
+function pointerSegment(key: string): string {
+  if (key.indexOf('/') === -1 && key.indexOf('~') === -1) return key;
+  return key.replace(/~/g, '~0').replace(/\//g, '~1');
+}
+
+const hasOwn = (object: object, key: string) => Object.prototype.hasOwnProperty.call(object, key);
+
+/**
+ * Appends the operations that turn `before` into `after`, in the order
+ * fast-json-patch's compare() gives them (the keys of `before` from last to
+ * first, so array removals keep their indices valid, then additions).
+ * Identical references are skipped unvisited: the planner shares what it did
+ * not change, so only the changed spine is walked. Values are not copied:
+ * the operations are serialized at once.
+ */
+function diffInto(before: Json, after: Json, path: string, ops: PatchOperation[]): void {
+  if (before === after) return;
+  const afterIsArray = Array.isArray(after);
+  const beforeKeys = Object.keys(before);
+  let removed = false;
+  for (let i = beforeKeys.length - 1; i >= 0; i--) {
+    const key = beforeKeys[i]!;
+    const old = (before as Record<string, unknown>)[key];
+    const now = (after as Record<string, unknown>)[key];
+    if (hasOwn(after, key) && !(now === undefined && old !== undefined && !afterIsArray)) {
+      if (old === now) continue;
+      const at = `${path}/${pointerSegment(key)}`;
+      if (isContainer(old) && isContainer(now) && Array.isArray(old) === Array.isArray(now)) {
+        diffInto(old, now, at, ops);
+      } else {
+        ops.push({ op: 'replace', path: at, value: now });
+      }
+    } else if (Array.isArray(before) === afterIsArray) {
+      ops.push({ op: 'remove', path: `${path}/${pointerSegment(key)}` });
+      removed = true;
+    } else {
+      ops.push({ op: 'replace', path, value: after });
+    }
+  }
+  const afterKeys = Object.keys(after);
+  if (!removed && afterKeys.length === beforeKeys.length) return;
+  for (const key of afterKeys) {
+    const now = (after as Record<string, unknown>)[key];
+    if (!hasOwn(before, key) && now !== undefined) {
+      ops.push({ op: 'add', path: `${path}/${pointerSegment(key)}`, value: now });
+    }
+  }
+}
+
 /** The JSON patch from the object as received to the mutated one. */
 export function diffPatch(received: unknown, mutated: unknown): PatchOperation[] {
-  return fastJsonPatch.compare(received as object, mutated as object);
+  const ops: PatchOperation[] = [];
+  if (isContainer(received) && isContainer(mutated)) diffInto(received, mutated, '', ops);
+  return ops;
 }
 
 export interface ReviewResponse {

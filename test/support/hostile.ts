@@ -74,19 +74,17 @@ const deepNesting = fc
     );
   });
 
-const hugeString = fc
-  .integer({ min: 100_000, max: 2_500_000 })
-  .map((size) =>
-    JSON.stringify(
-      validReview(
-        {
-          metadata: { annotations: { 'prestop-injector.io/mode': 'x'.repeat(size) } },
-          spec: { containers: [{ name: 'a' }] },
-        },
-        'admission.k8s.io/v1',
-      ),
+const hugeString = fc.integer({ min: 100_000, max: 2_500_000 }).map((size) =>
+  JSON.stringify(
+    validReview(
+      {
+        metadata: { annotations: { 'prestop-injector.io/mode': 'x'.repeat(size) } },
+        spec: { containers: [{ name: 'a' }] },
+      },
+      'admission.k8s.io/v1',
     ),
-  );
+  ),
+);
 
 const otherRequests = fc
   .tuple(

@@ -67,7 +67,10 @@ for (const [name, shell] of Object.entries(SHELLS)) {
     it('ignores connections from loopback peers (the pod’s own containers, e.g. a sidecar’s pool)', () => {
       const { elapsedMs, exitCode } = runScript(shell, drainScript(1, 20), [{ loopback: true }]);
       assert.equal(exitCode, 0);
-      assert.ok(elapsedMs >= 1000 && elapsedMs < 5000, `took ${elapsedMs} ms with a loopback connection held`);
+      assert.ok(
+        elapsedMs >= 1000 && elapsedMs < 5000,
+        `took ${elapsedMs} ms with a loopback connection held`,
+      );
     });
 
     it('gives up at the drain timeout when the connection never closes', () => {

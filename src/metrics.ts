@@ -1,0 +1,139 @@
+// Prometheus metrics for `serve`, on the health listener's GET /metrics. Each
+// server owns its Registry (not prom-client's global one), so several servers
+// can live in one process. Labels come from closed sets only: outcome, mode,
+// annotation key, API purpose; never a pod or namespace name.
+
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { ClusterStats, ClusterView } from './serve.ts';
+import type { AdmissionResult } from './webhook/handler.ts';
+
+const PREFIX = 'prestop_injector_';
+/** Admissions take well under a millisecond; the API server gives up at the webhook's timeout. */
+const DURATION_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1, 10];
+
+export interface MetricsSources {
+  cluster?: ClusterView;
+  /** Expiry of the certificate being served, in ms since the epoch; undefined before serving. */
+  certificateNotAfterMs?: () => number | undefined;
+  now?: () => number;
+}
+
+export interface ServerMetrics {
+  registry: Registry;
+  /** Called once per admission, with its result and duration. */
+  observe(result: AdmissionResult, seconds: number): void;
+  /** The scrape: Prometheus text format. */
+  render(): Promise<{ contentType: string; body: string }>;
+}
+
+/** The mode label: only what a pod's settings can be, never free text. */
+function modeLabel(result: AdmissionResult): string {
+  return result.mode === 'sleep' || result.mode === 'drain' ? result.mode : 'none';
+}
+
+function registerClusterMetrics(
+  registry: Registry,
+  stats: () => ClusterStats,
+  now: () => number,
+): void {
+  new Gauge({
+    name: `${PREFIX}namespace_cache_age_seconds`,
+    help: 'Seconds since the namespace cache last heard from the API server (list or watch event); NaN before the first',
+    registers: [registry],
+    collect() {
+      const last = stats().lastActivityMs;
+      this.set(last > 0 ? Math.max(0, (now() - last) / 1000) : NaN);
+    },
+  });
+
+  new Gauge({
+    name: `${PREFIX}namespace_cache_synced`,
+    help: '1 once the namespace cache has listed every namespace, else 0',
+    registers: [registry],
+    collect() {
+      this.set(stats().synced ? 1 : 0);
+    },
+  });
+
+  // The cluster view counts its requests; the counter follows by the difference.
+  const reported = new Map<string, number>();
+  new Counter({
+    name: `${PREFIX}apiserver_requests_total`,
+    help: 'Requests this process made to the API server, by purpose (list, watch, read, version)',
+    labelNames: ['purpose'] as const,
+    registers: [registry],
+    collect() {
+      for (const [purpose, total] of Object.entries(stats().requests)) {
+        const seen = reported.get(purpose) ?? 0;
+        if (total > seen) this.inc({ purpose }, total - seen);
+        reported.set(purpose, total);
+      }
+    },
+  });
+}
+
+export function createMetrics(sources: MetricsSources = {}): ServerMetrics {
+  const registry = new Registry();
+  const now = sources.now ?? Date.now;
+  collectDefaultMetrics({ register: registry, prefix: PREFIX });
+
+  const admissions = new Counter({
+    name: `${PREFIX}admissions_total`,
+    help: 'Pod admissions answered, by result (mutated, unchanged, skipped, error) and mode',
+    labelNames: ['result', 'mode'] as const,
+    registers: [registry],
+  });
+  // Errors carry no mode; the series exists from the start, so an alert on it has data.
+  admissions.inc({ result: 'error', mode: 'none' }, 0);
+  // Children bound once per label pair: no label hashing per admission (4 results x 3 modes).
+  const admissionsBy = new Map<string, { inc(): void }>();
+
+  const duration = new Histogram({
+    name: `${PREFIX}admission_duration_seconds`,
+    help: 'Time from a decoded AdmissionReview to its answer, in seconds',
+    buckets: DURATION_BUCKETS,
+    registers: [registry],
+  });
+
+  const warnings = new Counter({
+    name: `${PREFIX}policy_warnings_total`,
+    help: 'Annotation values refused (and reported to the user), by annotation key and where it was set',
+    labelNames: ['annotation', 'source'] as const,
+    registers: [registry],
+  });
+
+  const stats = sources.cluster?.stats?.bind(sources.cluster);
+  // Without a cluster there is no namespace cache to report on.
+  if (stats !== undefined) registerClusterMetrics(registry, stats, now);
+
+  new Gauge({
+    name: `${PREFIX}serving_certificate_expiry_timestamp_seconds`,
+    help: 'When the serving certificate now in use expires, in seconds since the epoch',
+    registers: [registry],
+    collect() {
+      const notAfter = sources.certificateNotAfterMs?.();
+      this.set(notAfter === undefined ? NaN : notAfter / 1000);
+    },
+  });
+
+  return {
+    registry,
+    observe(result, seconds) {
+      const mode = modeLabel(result);
+      const key = `${result.outcome}/${mode}`;
+      let child = admissionsBy.get(key);
+      if (child === undefined) {
+        child = admissions.labels({ result: result.outcome, mode });
+        admissionsBy.set(key, child);
+      }
+      child.inc();
+      duration.observe(seconds);
+      for (const warning of result.policyWarnings) {
+        warnings.inc({ annotation: warning.key, source: warning.source });
+      }
+    },
+    async render() {
+      return { contentType: registry.contentType, body: await registry.metrics() };
+    },
+  };
+}

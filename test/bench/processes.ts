@@ -1,0 +1,105 @@
+// The two servers under load, each in its own process as in production: the
+// real `prestop-injector serve`, and the floor.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { getFreePorts } from '../support/free-port.ts';
+import type { DevCerts } from '../support/reviews.ts';
+
+const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
+const FLOOR = fileURLToPath(new URL('./floor.ts', import.meta.url));
+
+export interface ServerProcess {
+  port: number;
+  pid: number;
+  healthPort?: number;
+  child: ChildProcess;
+  stop(): Promise<void>;
+}
+
+function stopper(child: ChildProcess): () => Promise<void> {
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  return async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    await exited;
+  };
+}
+
+async function waitUntil(check: () => Promise<boolean>, what: string, child: ChildProcess) {
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}`);
+    if (await check().catch(() => false)) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`${what} did not start in 30 s`);
+}
+
+export interface WebhookOptions {
+  certs: DevCerts;
+  /** Extra node flags, such as --cpu-prof. */
+  nodeArgs?: string[];
+}
+
+export interface WebhookProcess extends ServerProcess {
+  /** Lines the webhook wrote to standard output, known once it has stopped. */
+  logLines: Promise<number>;
+}
+
+/**
+ * `prestop-injector serve` with no cluster, injection on by default,
+ * Kubernetes 1.33. Its log goes down a pipe, as to a container runtime,
+ * read by `wc -l`: a reader apart from the load generator, which also counts
+ * the lines.
+ */
+export async function startWebhook(options: WebhookOptions): Promise<WebhookProcess> {
+  const [port, healthPort] = await getFreePorts(2);
+  const counter = spawn('wc', ['-l'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let counted = '';
+  counter.stdout!.on('data', (chunk: Buffer) => (counted += chunk.toString()));
+  const logLines = new Promise<number>((resolve) =>
+    counter.once('exit', () => resolve(Number(counted.trim()))),
+  );
+  const child = spawn(
+    process.execPath,
+    [
+      ...(options.nodeArgs ?? []),
+      CLI,
+      'serve',
+      ...['--host', '127.0.0.1', '--port', String(port), '--health-port', String(healthPort)],
+      ...['--tls-cert', options.certs.cert, '--tls-key', options.certs.key],
+      ...['--cluster', 'off', '--kube-version', '1.33', '--inject-default', 'enabled'],
+    ],
+    { stdio: ['ignore', counter.stdin!, 'inherit'], env: { ...process.env, KUBECONFIG: '' } },
+  );
+  // The webhook holds the pipe now; wc sees its end when the webhook exits.
+  counter.stdin!.destroy();
+  await waitUntil(
+    async () => (await fetch(`http://127.0.0.1:${healthPort}/readyz`)).ok,
+    'the webhook',
+    child,
+  );
+  return {
+    port: port!,
+    pid: child.pid!,
+    healthPort: healthPort!,
+    child,
+    stop: stopper(child),
+    logLines,
+  };
+}
+
+export async function startFloor(certs: DevCerts, nodeArgs: string[] = []): Promise<ServerProcess> {
+  const child = spawn(process.execPath, [...nodeArgs, FLOOR, certs.cert, certs.key, '0'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    let text = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      text += chunk.toString();
+      if (text.includes('\n')) resolve(Number(text.trim()));
+    });
+    child.once('exit', (code) => reject(new Error(`the floor exited with ${code}`)));
+  });
+  return { port, pid: child.pid!, child, stop: stopper(child) };
+}

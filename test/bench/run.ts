@@ -1,0 +1,261 @@
+// npm run bench [-- --duration S --rounds N --connections C --docs N --json]
+// npm run bench -- --profile [--case 'plain pod'|'istio pod'|'opted-out pod']
+//
+// Admission throughput and latency of the real `serve` process against a
+// floor (a bare Fastify HTTPS route on the same certificate that parses the
+// body and answers a constant review), measured in the same run with the same
+// client settings, alternating webhook and floor round by round; then the
+// CLI's pods per second on a generated multi-document YAML.
+// --profile instead loads the Istio case under node --cpu-prof and ranks the
+// webhook's functions by CPU time.
+
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { httpsPost, makeCerts, type DevCerts, type ReviewReply } from '../support/reviews.ts';
+import { load, median, type LoadResult, type LoadSettings } from './load.ts';
+import { startFloor, startWebhook, type ServerProcess } from './processes.ts';
+import { formatSummary, monotonicUs, summarizeProfile } from './profile.ts';
+import { podStream, scenarios, type Scenario } from './reviews.ts';
+
+const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
+const WARMUP_SECONDS = 2;
+
+const { values: args } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '5' },
+    rounds: { type: 'string', default: '5' },
+    connections: { type: 'string', default: '10' },
+    docs: { type: 'string', default: '1000' },
+    json: { type: 'boolean', default: false },
+    profile: { type: 'boolean', default: false },
+    case: { type: 'string', default: 'istio pod' },
+  },
+});
+
+const settings: LoadSettings = {
+  connections: Number(args.connections),
+  durationSeconds: Number(args.duration),
+};
+const rounds = Number(args.rounds);
+const say = (line = '') => process.stdout.write(`${line}\n`);
+
+/** One real request to each server per scenario: the load must measure real answers. */
+async function checkAnswers(webhook: ServerProcess, floor: ServerProcess, certs: DevCerts) {
+  for (const scenario of scenarios()) {
+    const reply = await httpsPost(webhook.port, '/mutate', scenario.body, certs.ca);
+    const review = reply.json<ReviewReply>();
+    if (reply.status !== 200 || review.response.allowed !== true) {
+      throw new Error(`${scenario.name}: webhook answered ${reply.status} ${reply.body}`);
+    }
+    const mutated = review.response.patch !== undefined;
+    if (mutated !== (scenario.name !== 'opted-out pod')) {
+      throw new Error(`${scenario.name}: webhook ${mutated ? 'patched' : 'did not patch'} it`);
+    }
+    const floorReply = await httpsPost(floor.port, '/mutate', scenario.body, certs.ca);
+    if (floorReply.status !== 200 || floorReply.json<ReviewReply>().response.allowed !== true) {
+      throw new Error(`${scenario.name}: floor answered ${floorReply.status}`);
+    }
+  }
+}
+
+interface Paired {
+  webhook: LoadResult[];
+  floor: LoadResult[];
+}
+
+async function measure(webhook: ServerProcess, floor: ServerProcess) {
+  const all = scenarios();
+  const results = new Map<string, Paired>(all.map((s) => [s.name, { webhook: [], floor: [] }]));
+  let webhookAnswers = 0;
+  say(`warm-up: ${WARMUP_SECONDS} s per server and case`);
+  for (const scenario of all) {
+    for (const server of [webhook, floor]) {
+      const warmup = { ...settings, durationSeconds: WARMUP_SECONDS };
+      const result = await load(server, scenario.body, warmup);
+      if (server === webhook) webhookAnswers += result.requests;
+    }
+  }
+  for (let round = 1; round <= rounds; round++) {
+    for (const scenario of all) {
+      // Alternate who goes first, so drift over the run hits both alike.
+      const order =
+        round % 2 === 1 ? (['webhook', 'floor'] as const) : (['floor', 'webhook'] as const);
+      for (const which of order) {
+        const server = which === 'webhook' ? webhook : floor;
+        const result = await load(server, scenario.body, settings);
+        results.get(scenario.name)![which].push(result);
+        if (which === 'webhook') webhookAnswers += result.requests;
+      }
+    }
+    const istio = results.get('istio pod')!;
+    say(
+      `round ${round}/${rounds}: istio pod ${istio.webhook.at(-1)!.rps.toFixed(0)} vs floor ${istio.floor.at(-1)!.rps.toFixed(0)} req/s`,
+    );
+  }
+  return { all, results, webhookAnswers };
+}
+
+interface Row {
+  scenario: Scenario;
+  webhookRps: number;
+  floorRps: number;
+  ratio: number;
+  webhook: { p50: number; p99: number; p999: number; cpuUs: number };
+  floor: { p50: number; p99: number; p999: number; cpuUs: number };
+}
+
+function summarize(scenario: Scenario, paired: Paired): Row {
+  const latencies = (runs: LoadResult[]) => ({
+    p50: median(runs.map((r) => r.p50Ms)),
+    p99: median(runs.map((r) => r.p99Ms)),
+    p999: median(runs.map((r) => r.p999Ms)),
+    cpuUs: median(runs.map((r) => r.cpuUsPerRequest)),
+  });
+  return {
+    scenario,
+    webhookRps: median(paired.webhook.map((r) => r.rps)),
+    floorRps: median(paired.floor.map((r) => r.rps)),
+    // Ratio per round (the two ran back to back), then the median.
+    ratio: median(paired.webhook.map((r, i) => r.rps / paired.floor[i]!.rps)),
+    webhook: latencies(paired.webhook),
+    floor: latencies(paired.floor),
+  };
+}
+
+function table(rows: Row[]): string {
+  const ms = (n: number) => n.toFixed(2);
+  const lines = [
+    '| case | body | webhook req/s | floor req/s | ratio | p50 ms | p99 ms | p99.9 ms | floor p50 / p99 / p99.9 ms | server CPU µs/req, webhook / floor |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const row of rows) {
+    lines.push(
+      `| ${row.scenario.name} | ${(row.scenario.body.length / 1024).toFixed(1)} KiB | ${row.webhookRps.toFixed(0)} | ${row.floorRps.toFixed(0)} | ${(row.ratio * 100).toFixed(1)}% | ${ms(row.webhook.p50)} | ${ms(row.webhook.p99)} | ${ms(row.webhook.p999)} | ${ms(row.floor.p50)} / ${ms(row.floor.p99)} / ${ms(row.floor.p999)} | ${row.webhook.cpuUs.toFixed(0)} / ${row.floor.cpuUs.toFixed(0)} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+function timeCli(argv: string[]): number {
+  const started = performance.now();
+  const run = spawnSync(process.execPath, [CLI, ...argv], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, KUBECONFIG: '' },
+  });
+  const ms = performance.now() - started;
+  if (run.status !== 0)
+    throw new Error(`cli ${argv.join(' ')} exited ${run.status}: ${run.stderr}`);
+  return ms;
+}
+
+function measureCli(work: string) {
+  const docs = Number(args.docs);
+  const file = join(work, 'pods.yaml');
+  writeFileSync(file, podStream(docs));
+  const runs = 3;
+  const startup = median(Array.from({ length: runs }, () => timeCli(['version'])));
+  const inject = median(
+    Array.from({ length: runs }, () => timeCli(['inject', '-f', file, '--kube-version', '1.33'])),
+  );
+  return { docs, startupMs: startup, injectMs: inject };
+}
+
+/** Each server alone under one case's load (--case), under --cpu-prof; its functions ranked. */
+async function profile(certs: DevCerts, work: string) {
+  const scenario = scenarios().find((s) => s.name === args.case);
+  if (scenario === undefined) throw new Error(`--case: no case named ${args.case}`);
+  const starters = {
+    webhook: (nodeArgs: string[]) => startWebhook({ certs, nodeArgs }),
+    floor: (nodeArgs: string[]) => startFloor(certs, nodeArgs),
+  };
+  for (const [name, start] of Object.entries(starters)) {
+    const dir = join(work, `profile-${name}`);
+    const server = await start(['--cpu-prof', `--cpu-prof-dir=${dir}`]);
+    const window = { fromUs: 0, toUs: 0 };
+    let requests = 0;
+    try {
+      // Startup and first-call compilation stay out of the ranking as far as a warm-up can.
+      await load(server, scenario.body, { ...settings, durationSeconds: WARMUP_SECONDS });
+      window.fromUs = monotonicUs();
+      const result = await load(server, scenario.body, settings);
+      window.toUs = monotonicUs();
+      requests = result.requests;
+      say(
+        `${name}, ${scenario.name}, under --cpu-prof: ${result.rps.toFixed(0)} req/s, ${result.cpuUsPerRequest.toFixed(0)} µs CPU per request`,
+      );
+    } finally {
+      await server.stop();
+    }
+    const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
+    if (file === undefined) throw new Error(`the ${name} wrote no .cpuprofile`);
+    say(formatSummary(summarizeProfile(join(dir, file), window), requests));
+  }
+}
+
+async function main() {
+  const work = mkdtempSync(join(tmpdir(), 'prestop-bench-'));
+  const certs = makeCerts(join(work, 'certs'));
+  say(
+    `machine: ${availableParallelism()} CPUs (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}`,
+  );
+  say(
+    `load: autocannon, HTTPS keep-alive, ${settings.connections} connections, pipelining 1, ${settings.durationSeconds} s per run, ${rounds} rounds`,
+  );
+  say('load generator and servers share the machine; the ratio is measured in the same run\n');
+  try {
+    if (args.profile) return await profile(certs, work);
+
+    const webhook = await startWebhook({ certs });
+    const floor = await startFloor(certs);
+    let rows: Row[];
+    let answers: number;
+    try {
+      await checkAnswers(webhook, floor, certs);
+      const { all, results, webhookAnswers } = await measure(webhook, floor);
+      rows = all.map((s) => summarize(s, results.get(s.name)!));
+      answers = webhookAnswers + scenarios().length;
+    } finally {
+      await webhook.stop();
+      await floor.stop();
+    }
+    // One log line per admission: the webhook paid for them all.
+    const lines = await webhook.logLines;
+    if (lines < answers) throw new Error(`${lines} log lines for ${answers} admissions`);
+    say(`webhook log: ${lines} lines for ${answers} admissions answered`);
+    say();
+    say(table(rows));
+    say(
+      '(medians over rounds; latency per run from every response; ratio = webhook / floor req/s)',
+    );
+
+    const cli = measureCli(work);
+    const podsPerSecond = cli.docs / (cli.injectMs / 1000);
+    const afterStartup = cli.docs / ((cli.injectMs - cli.startupMs) / 1000);
+    say();
+    say(
+      `CLI: inject -f on ${cli.docs} YAML documents: ${cli.injectMs.toFixed(0)} ms, ${podsPerSecond.toFixed(0)} pods/s (${afterStartup.toFixed(0)} pods/s after the ${cli.startupMs.toFixed(0)} ms process start)`,
+    );
+
+    if (args.json) {
+      const istio = rows.find((r) => r.scenario.name === 'istio pod')!;
+      say(
+        JSON.stringify({
+          webhook_rps: Math.round(istio.webhookRps),
+          floor_rps: Math.round(istio.floorRps),
+          ratio: Number(istio.ratio.toFixed(3)),
+          p50_ms: Number(istio.webhook.p50.toFixed(3)),
+          p99_ms: Number(istio.webhook.p99.toFixed(3)),
+        }),
+      );
+    }
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+await main();

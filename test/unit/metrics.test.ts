@@ -1,0 +1,202 @@
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+import pino from 'pino';
+import { buildConfig, readRawOptions } from '../../src/config.ts';
+import { Annotation } from '../../src/core/annotations.ts';
+import type { PodLike } from '../../src/core/types.ts';
+import { createMetrics, type ServerMetrics } from '../../src/metrics.ts';
+import { startServer, type ClusterView, type RunningServer } from '../../src/serve.ts';
+import { container, pod } from '../support/pods.ts';
+import { httpsPost, makeCerts, review, type DevCerts } from '../support/reviews.ts';
+
+const LAST_EVENT_MS = Date.UTC(2030, 0, 1);
+const SCRAPE_AT_MS = LAST_EVENT_MS + 42_000;
+
+let server: RunningServer;
+let metrics: ServerMetrics;
+let certs: DevCerts;
+
+/** A cluster view that fails for one namespace: the way to an 'error' admission. */
+const cluster: ClusterView = {
+  namespaceAnnotations: async (namespace) => {
+    if (namespace === 'broken') throw new Error('namespace cache exploded');
+    return undefined;
+  },
+  serverVersion: () => null,
+  readiness: () => ({ ready: true }),
+  stats: () => ({
+    requests: { list: 2, watch: 3, read: 0, version: 1 },
+    lastActivityMs: LAST_EVENT_MS,
+    synced: true,
+    restarts: 0,
+  }),
+  stop: async () => {},
+};
+
+before(async () => {
+  certs = makeCerts();
+  const config = buildConfig(
+    readRawOptions(
+      ['--port', '0', '--health-port', '0', '--host', '127.0.0.1', '--kube-version', '1.33'],
+      { PRESTOP_INJECT_DEFAULT: 'enabled' },
+    ),
+  );
+  config.tlsCertPath = certs.cert;
+  config.tlsKeyPath = certs.key;
+  metrics = createMetrics({
+    cluster,
+    // Read at scrape time, when the server below exists.
+    certificateNotAfterMs: () => server?.certificates.current.notAfterMs,
+    now: () => SCRAPE_AT_MS,
+  });
+  server = await startServer(config, pino({ level: 'silent' }), {
+    cluster,
+    observe: metrics.observe,
+    metrics: metrics.render,
+  });
+});
+
+after(async () => {
+  await server.close();
+});
+
+type Samples = Map<string, number>;
+
+/** `name{a="x",b="y"} value` lines, keyed by name and labels as printed. */
+function parseExposition(text: string): Samples {
+  const samples: Samples = new Map();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const space = line.lastIndexOf(' ');
+    samples.set(line.slice(0, space), Number(line.slice(space + 1)));
+  }
+  return samples;
+}
+
+async function scrape(): Promise<{ text: string; samples: Samples; contentType: string }> {
+  const res = await fetch(`http://127.0.0.1:${server.healthPort}/metrics`);
+  assert.equal(res.status, 200);
+  const text = await res.text();
+  return { text, samples: parseExposition(text), contentType: res.headers.get('content-type')! };
+}
+
+function named(name: string, namespace: string, annotations?: Record<string, string>): PodLike {
+  const object = pod([container('web')], {}, annotations);
+  object.metadata!.name = name;
+  object.metadata!.namespace = namespace;
+  return object;
+}
+
+async function admit(object: PodLike, overrides: Record<string, unknown> = {}) {
+  const namespace = object.metadata?.namespace;
+  const reply = await httpsPost(
+    server.webhookPort,
+    '/mutate',
+    JSON.stringify(review(object, { namespace, ...overrides })),
+    certs.ca,
+  );
+  assert.equal(reply.status, 200);
+  return reply.json();
+}
+
+const admissions = (result: string, mode: string) =>
+  `prestop_injector_admissions_total{result="${result}",mode="${mode}"}`;
+
+describe('GET /metrics', () => {
+  it('counts admissions by result and mode, times each one, and counts bad annotations by key', async () => {
+    const first = await scrape();
+    assert.match(first.contentType, /^text\/plain; version=0\.0\.4/);
+    const value = (samples: Samples, key: string) => samples.get(key) ?? 0;
+
+    const secretNames = [
+      'checkout-secret-name-a1',
+      'checkout-secret-name-a2',
+      'checkout-secret-name-a3',
+    ];
+    for (const name of secretNames) await admit(named(name, 'shop-secret-ns'));
+    // A container with its own preStop: nothing to write.
+    const kept = named('kept-secret-name', 'shop-secret-ns');
+    kept.spec.containers[0]!.lifecycle = { preStop: { sleep: { seconds: 3 } } };
+    await admit(kept);
+    await admit(kept);
+    await admit(named('optout-secret-name', 'shop-secret-ns', { [Annotation.inject]: 'disabled' }));
+    await admit(named('delete-secret-name', 'shop-secret-ns'), { operation: 'DELETE' });
+    await admit(named('broken-secret-name', 'broken'));
+    const warned = await admit(
+      named('warned-secret-name', 'shop-secret-ns', { [Annotation.delaySeconds]: '-5' }),
+    );
+    assert.ok(warned.response.patch !== undefined, 'the pod with a bad value is still mutated');
+    // Not an admission: refused before it is decoded, so not counted.
+    const malformed = await httpsPost(server.webhookPort, '/mutate', '{"kind": 1}', certs.ca);
+    assert.equal(malformed.status, 400);
+
+    const second = await scrape();
+    const moved = (key: string) => value(second.samples, key) - value(first.samples, key);
+    assert.equal(moved(admissions('mutated', 'sleep')), 4);
+    assert.equal(moved(admissions('unchanged', 'sleep')), 2);
+    assert.equal(moved(admissions('skipped', 'sleep')), 1, 'opted out: settings resolved');
+    assert.equal(moved(admissions('skipped', 'none')), 1, 'DELETE: skipped before settings');
+    assert.equal(moved(admissions('error', 'none')), 1);
+    assert.equal(moved('prestop_injector_admission_duration_seconds_count'), 9);
+    assert.ok(moved('prestop_injector_admission_duration_seconds_sum') > 0);
+    assert.equal(
+      moved('prestop_injector_admission_duration_seconds_bucket{le="+Inf"}'),
+      9,
+      'the histogram holds every admission',
+    );
+    assert.equal(
+      moved(
+        `prestop_injector_policy_warnings_total{annotation="${Annotation.delaySeconds}",source="pod"}`,
+      ),
+      1,
+    );
+
+    for (const name of [...secretNames, 'kept-secret-name', 'broken-secret-name', 'secret-ns']) {
+      assert.ok(!second.text.includes(name), `${name} appears in /metrics`);
+    }
+  });
+
+  it("exposes the serving certificate's expiry and the namespace cache's age and API requests", async () => {
+    const { samples } = await scrape();
+    const notAfter = Date.parse(new X509Certificate(readFileSync(certs.cert)).validTo) / 1000;
+    assert.ok(notAfter > Date.now() / 1000);
+    assert.equal(
+      samples.get('prestop_injector_serving_certificate_expiry_timestamp_seconds'),
+      notAfter,
+    );
+    assert.equal(samples.get('prestop_injector_namespace_cache_age_seconds'), 42);
+    assert.equal(samples.get('prestop_injector_namespace_cache_synced'), 1);
+    assert.equal(samples.get('prestop_injector_apiserver_requests_total{purpose="watch"}'), 3);
+    // A second scrape reports the same totals, not twice them.
+    const again = (await scrape()).samples;
+    assert.equal(again.get('prestop_injector_apiserver_requests_total{purpose="watch"}'), 3);
+  });
+
+  it('keeps each server in its own registry', async () => {
+    const other = createMetrics();
+    other.observe(
+      {
+        outcome: 'mutated',
+        mode: 'drain',
+        policyWarnings: [],
+        response: {
+          apiVersion: 'admission.k8s.io/v1',
+          kind: 'AdmissionReview',
+          response: { uid: 'u', allowed: true },
+        },
+      },
+      0.001,
+    );
+    const mine = parseExposition((await metrics.render()).body);
+    const theirs = parseExposition((await other.render()).body);
+    assert.equal(theirs.get(admissions('mutated', 'drain')), 1);
+    assert.equal(mine.get(admissions('mutated', 'drain')), undefined);
+    // No cluster, no namespace cache to report on; no server, no certificate yet.
+    assert.equal(theirs.has('prestop_injector_namespace_cache_age_seconds'), false);
+    assert.ok(
+      Number.isNaN(theirs.get('prestop_injector_serving_certificate_expiry_timestamp_seconds')),
+    );
+  });
+});
