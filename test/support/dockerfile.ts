@@ -9,6 +9,7 @@
 // other one fails loudly, so the Dockerfile cannot outgrow its test.
 
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 
@@ -457,5 +458,29 @@ export function containerProcess(
       `the container would run ${JSON.stringify(first)}; only the base image's node (${image.base.node}) can be stood in for`,
     );
   }
-  return { file: process.execPath, args: rest, cwd: hostPath(image, '.') };
+  return { file: baseNode(image), args: rest, cwd: hostPath(image, '.') };
+}
+
+/**
+ * The base image's node, stood in for by a copy of this Node binary at the
+ * same path inside the layout: the checkout (and node_modules/node) may sit
+ * where the image's non-root user cannot search, as a layer never would.
+ */
+function baseNode(image: Stage): string {
+  const target = hostPath(image, image.base.node);
+  const size = fs.statSync(process.execPath).size;
+  if (!fs.existsSync(target) || fs.statSync(target).size !== size) {
+    fs.mkdirSync(path.dirname(target), { recursive: true, mode: 0o755 });
+    for (
+      let dir = path.dirname(target);
+      dir.startsWith(image.root) && dir !== image.root;
+      dir = path.dirname(dir)
+    ) {
+      fs.chmodSync(dir, 0o755);
+    }
+    fs.copyFileSync(process.execPath, `${target}.tmp`);
+    fs.chmodSync(`${target}.tmp`, 0o755);
+    fs.renameSync(`${target}.tmp`, target);
+  }
+  return target;
 }

@@ -65,9 +65,13 @@ for (const connection of scenario.connections) {
       }, connection.closeAfterMs);
     }
   } else {
-    const child = spawn(process.execPath, ['-e', FOREIGN], {
-      uid: connection.uid,
-      gid: connection.uid,
+    // setpriv rather than spawn's uid: the checkout (and this Node binary) may
+    // sit where other uids cannot search, so keep CAP_DAC_READ_SEARCH; it
+    // changes nothing about who owns the sockets.
+    const uid = String(connection.uid);
+    const user = ['--reuid', uid, '--regid', uid, '--clear-groups'];
+    const caps = ['--inh-caps', '+dac_read_search', '--ambient-caps', '+dac_read_search'];
+    const child = spawn('setpriv', [...user, ...caps, '--', process.execPath, '-e', FOREIGN], {
       env: { HOLD_MS: String(connection.closeAfterMs ?? -1) },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
