@@ -9,7 +9,6 @@
 // other one fails loudly, so the Dockerfile cannot outgrow its test.
 
 import { spawn } from 'node:child_process';
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 
@@ -333,6 +332,7 @@ export async function buildLikeDockerfile(
         cmd: [],
         exposed: [],
       };
+      await placeBaseNode(stage);
       stages.push(stage);
       steps.push(`FROM ${instruction.image}${instruction.name ? ` AS ${instruction.name}` : ''}`);
       continue;
@@ -458,29 +458,19 @@ export function containerProcess(
       `the container would run ${JSON.stringify(first)}; only the base image's node (${image.base.node}) can be stood in for`,
     );
   }
-  return { file: baseNode(image), args: rest, cwd: hostPath(image, '.') };
+  return { file: hostPath(image, image.base.node), args: rest, cwd: hostPath(image, '.') };
 }
 
 /**
- * The base image's node, stood in for by a copy of this Node binary at the
- * same path inside the layout: the checkout (and node_modules/node) may sit
- * where the image's non-root user cannot search, as a layer never would.
+ * Puts this Node binary where the base image has its node, inside the
+ * stage's layout (hard-linked when it can be, else copied): the checkout, and
+ * node_modules/node with it, may sit where the image's non-root user cannot
+ * search, as a layer's files never would.
  */
-function baseNode(image: Stage): string {
-  const target = hostPath(image, image.base.node);
-  const size = fs.statSync(process.execPath).size;
-  if (!fs.existsSync(target) || fs.statSync(target).size !== size) {
-    fs.mkdirSync(path.dirname(target), { recursive: true, mode: 0o755 });
-    for (
-      let dir = path.dirname(target);
-      dir.startsWith(image.root) && dir !== image.root;
-      dir = path.dirname(dir)
-    ) {
-      fs.chmodSync(dir, 0o755);
-    }
-    fs.copyFileSync(process.execPath, `${target}.tmp`);
-    fs.chmodSync(`${target}.tmp`, 0o755);
-    fs.renameSync(`${target}.tmp`, target);
-  }
-  return target;
+async function placeBaseNode(stage: Stage): Promise<void> {
+  const target = hostPath(stage, stage.base.node);
+  await fsp.mkdir(path.dirname(target), { recursive: true, mode: 0o755 });
+  await fsp.rm(target, { force: true });
+  await fsp.link(process.execPath, target).catch(() => fsp.copyFile(process.execPath, target));
+  await fsp.chmod(target, 0o755);
 }

@@ -137,7 +137,11 @@ describe('containerProcess', () => {
       ['x.js'],
       'command replaces ENTRYPOINT and drops CMD',
     );
-    assert.equal(containerProcess(image).file, process.execPath, 'the pinned node stands in');
+    assert.equal(
+      containerProcess(image).file,
+      path.join('/images/runtime', '/nodejs/bin/node'),
+      "the base image's node, inside the layout",
+    );
     assert.equal(containerProcess(image).cwd, path.join('/images/runtime', '/app'));
   });
 
