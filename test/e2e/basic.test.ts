@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import {
   createNamespace,
   createPod,
+  logsOnFailure,
   readPod,
   registerWebhook,
   simplePod,
@@ -25,20 +26,7 @@ describe('webhook against a real kube-apiserver', () => {
   let cp: ControlPlane | undefined;
   let webhook: WebhookProcess | undefined;
 
-  const logs = (): string =>
-    [webhook ? `----- webhook log -----\n${webhook.logTail(40)}` : '', cp ? cp.logTails(20) : '']
-      .filter(Boolean)
-      .join('\n');
-
-  /** Runs a test body; on failure, prints the process logs. */
-  const withLogs = async (fn: () => Promise<void>): Promise<void> => {
-    try {
-      await fn();
-    } catch (err) {
-      console.error(logs());
-      throw err;
-    }
-  };
+  const withLogs = logsOnFailure(() => ({ webhook, cp }), 40);
 
   before(async () => {
     cp = await startControlPlane();

@@ -12,6 +12,7 @@ import {
   countNamespaceRequests,
   createNamespace,
   createPod,
+  logsOnFailure,
   createServiceAccountIdentity,
   prepareAuditLog,
   registerWebhook,
@@ -107,18 +108,7 @@ describe('cluster awareness: namespace opt-in from an informer cache', () => {
   let restarted: ManagedProcess | undefined;
 
   const plane = () => cp!;
-  const logs = (): string =>
-    [webhook ? `----- webhook log -----\n${webhook.logTail(60)}` : '', cp ? cp.logTails(20) : '']
-      .filter(Boolean)
-      .join('\n');
-  const withLogs = async (fn: () => Promise<void>): Promise<void> => {
-    try {
-      await fn();
-    } catch (err) {
-      console.error(logs());
-      throw err;
-    }
-  };
+  const withLogs = logsOnFailure(() => ({ webhook, cp }), 60);
 
   /** The webhook's JSON log lines so far (complete lines only: it may be writing one). */
   const webhookLog = (): Record<string, unknown>[] =>

@@ -14,6 +14,7 @@ import { parseAllDocuments } from 'yaml';
 import {
   spawnManaged,
   waitFor,
+  writeKubeconfig,
   type ControlPlane,
   type ManagedProcess,
   type Tools,
@@ -371,23 +372,8 @@ export async function writeTokenKubeconfig(
   cp: ControlPlane,
   token: string,
 ): Promise<void> {
-  const config = {
-    apiVersion: 'v1',
-    kind: 'Config',
-    clusters: [
-      {
-        name: 'cluster',
-        cluster: {
-          server: cp.server,
-          'certificate-authority-data': Buffer.from(cp.caPem).toString('base64'),
-        },
-      },
-    ],
-    users: [{ name: 'sa', user: { token } }],
-    contexts: [{ name: 'in-cluster', context: { cluster: 'cluster', user: 'sa' } }],
-    'current-context': 'in-cluster',
-  };
-  await fsp.writeFile(file, JSON.stringify(config, null, 2) + '\n', { mode: 0o644 });
+  // Read by the stand-in pod's uid, not only by the test's.
+  await writeKubeconfig(file, cp.server, cp.caPem, token, 0o644);
 }
 
 /** Installs cert-manager's CRDs (from its Go module, through the Go module proxy). */

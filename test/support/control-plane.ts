@@ -499,11 +499,13 @@ async function startApiserver(
   throw lastError ?? new Error('kube-apiserver failed to start');
 }
 
-async function writeKubeconfig(
+/** A token kubeconfig; `mode` 0o644 when another uid (a stand-in pod) must read it. */
+export async function writeKubeconfig(
   file: string,
   server: string,
   caPem: string,
   token: string,
+  mode = 0o600,
 ): Promise<void> {
   // JSON is valid YAML, so kubectl and client libraries read this as is.
   const config = {
@@ -522,7 +524,38 @@ async function writeKubeconfig(
     contexts: [{ name: 'e2e', context: { cluster: 'e2e', user: 'e2e-admin' } }],
     'current-context': 'e2e',
   };
-  await fsp.writeFile(file, JSON.stringify(config, null, 2) + '\n', { mode: 0o600 });
+  await fsp.writeFile(file, JSON.stringify(config, null, 2) + '\n', { mode });
+  await fsp.chmod(file, mode);
+}
+
+/**
+ * A test-body wrapper that prints the webhook's and the control plane's log
+ * tails when the body fails: the logs that explain an e2e failure.
+ */
+export function logsOnFailure(
+  processes: () => {
+    webhook?: { logTail(lines: number): string } | undefined;
+    cp?: ControlPlane | undefined;
+  },
+  webhookLines = 40,
+): (fn: () => Promise<void>) => Promise<void> {
+  const logs = () => {
+    const { webhook, cp } = processes();
+    return [
+      webhook ? `----- webhook log -----\n${webhook.logTail(webhookLines)}` : '',
+      cp ? cp.logTails(20) : '',
+    ]
+      .filter(Boolean)
+      .join('\n');
+  };
+  return async (fn) => {
+    try {
+      await fn();
+    } catch (err) {
+      console.error(logs());
+      throw err;
+    }
+  };
 }
 
 class ExitedError extends Error {}
