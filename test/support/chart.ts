@@ -3,7 +3,6 @@
 // runs of rendered manifests, the README's install commands, and a stand-in
 // for the parts of a cluster that do not run here (kubelet, controllers).
 
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import https from 'node:https';
@@ -13,8 +12,10 @@ import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
 import {
   spawnManaged,
+  runCommand,
   waitFor,
   writeKubeconfig,
+  type CommandResult,
   type ControlPlane,
   type ManagedProcess,
   type Tools,
@@ -41,39 +42,7 @@ export type KubeObject = {
 
 // ------------------------------------------------------------ processes
 
-export interface CommandResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-export function runCommand(
-  file: string,
-  args: readonly string[],
-  options: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string; timeoutMs?: number } = {},
-): Promise<CommandResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, {
-      env: options.env ?? process.env,
-      cwd: options.cwd ?? repoRoot,
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 120_000);
-    child.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.end(options.input ?? '');
-  });
-}
+export { runCommand, type CommandResult } from './control-plane.ts';
 
 /** A scratch directory removed by the returned function. */
 export async function scratchDir(

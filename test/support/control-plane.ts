@@ -528,6 +528,41 @@ export async function writeKubeconfig(
   await fsp.chmod(file, mode);
 }
 
+/** Runs a command to its end, collecting its output; killed after `timeoutMs`. */
+export interface CommandResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function runCommand(
+  file: string,
+  args: readonly string[],
+  options: { env?: NodeJS.ProcessEnv; cwd?: string; input?: string; timeoutMs?: number } = {},
+): Promise<CommandResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, {
+      env: options.env ?? process.env,
+      cwd: options.cwd ?? repoRoot,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 120_000);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+    child.stdin.end(options.input ?? '');
+  });
+}
+
 /**
  * A test-body wrapper that prints the webhook's and the control plane's log
  * tails when the body fails: the logs that explain an e2e failure.
@@ -796,18 +831,14 @@ export async function generateDevCerts(extraSans: string[] = []): Promise<DevCer
   installExitHooks();
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'prestop-e2e-certs-'));
   liveDirs.add(dir);
-  await new Promise<void>((resolve, reject) => {
-    const child = spawn('bash', [path.join(repoRoot, 'certs', 'generate.sh'), dir, ...extraSans], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout.on('data', (c: Buffer) => (output += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (output += c.toString()));
-    child.once('error', reject);
-    child.once('close', (code) =>
-      code === 0 ? resolve() : reject(new Error(`certs/generate.sh failed (${code}):\n${output}`)),
-    );
-  });
+  const result = await runCommand('bash', [
+    path.join(repoRoot, 'certs', 'generate.sh'),
+    dir,
+    ...extraSans,
+  ]);
+  if (result.code !== 0) {
+    throw new Error(`certs/generate.sh failed (${result.code}):\n${result.stdout}${result.stderr}`);
+  }
   return {
     dir,
     caPem: await fsp.readFile(path.join(dir, 'ca.crt'), 'utf8'),

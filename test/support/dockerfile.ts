@@ -8,9 +8,9 @@
 // Only the instructions this project's Dockerfile uses are understood; any
 // other one fails loudly, so the Dockerfile cannot outgrow its test.
 
-import { spawn } from 'node:child_process';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { runCommand } from './control-plane.ts';
 
 export type Instruction =
   | { op: 'FROM'; image: string; name?: string }
@@ -238,23 +238,13 @@ function buildEnvironment(): NodeJS.ProcessEnv {
   );
 }
 
-function run(command: string, cwd: string, env: NodeJS.ProcessEnv): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('/bin/sh', ['-c', command], {
-      cwd,
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stdout.on('data', (c: Buffer) => (output += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (output += c.toString()));
-    child.once('error', reject);
-    child.once('close', (code) =>
-      code === 0
-        ? resolve()
-        : reject(new Error(`RUN ${command} failed (exit ${code}):\n${output.slice(-4000)}`)),
-    );
-  });
+async function run(command: string, cwd: string, env: NodeJS.ProcessEnv): Promise<void> {
+  // A cold `npm ci` may take a while; a step never runs unbounded.
+  const result = await runCommand('/bin/sh', ['-c', command], { cwd, env, timeoutMs: 15 * 60_000 });
+  if (result.code !== 0) {
+    const output = `${result.stdout}${result.stderr}`;
+    throw new Error(`RUN ${command} failed (exit ${result.code}):\n${output.slice(-4000)}`);
+  }
 }
 
 async function copyFromContext(

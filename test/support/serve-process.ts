@@ -4,6 +4,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
+/** Both listeners on loopback, on ports the OS picks. */
+export const LOOPBACK_LISTENERS = ['--port', '0', '--health-port', '0', '--host', '127.0.0.1'];
+
 export const CLI_SOURCE = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
 
 export interface ServeProcess {
@@ -22,17 +25,7 @@ export async function startServeProcess(
 ): Promise<ServeProcess> {
   const child = spawn(
     process.execPath,
-    [
-      options.entry ?? CLI_SOURCE,
-      'serve',
-      '--port',
-      '0',
-      '--health-port',
-      '0',
-      '--host',
-      '127.0.0.1',
-      ...args,
-    ],
+    [options.entry ?? CLI_SOURCE, 'serve', ...LOOPBACK_LISTENERS, ...args],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, KUBECONFIG: '', ...options.env },

@@ -11,6 +11,7 @@ import { startServer, type RunningServer } from '../../src/serve.ts';
 import { arbitraryPod } from '../support/arbitraries.ts';
 import { checkHostileReply, hostileBody } from '../support/hostile.ts';
 import { makeCerts, review, type ReviewReply } from '../support/reviews.ts';
+import { LOOPBACK_LISTENERS } from '../support/serve-process.ts';
 
 const RUNS = Number(process.env['FUZZ_RUNS'] ?? 300);
 let server: RunningServer;
@@ -19,12 +20,7 @@ before(async () => {
   const certs = makeCerts();
   const raw = readRawOptions(
     [
-      '--port',
-      '0',
-      '--health-port',
-      '0',
-      '--host',
-      '127.0.0.1',
+      ...LOOPBACK_LISTENERS,
       '--inject-default',
       'enabled',
       '--kube-version',

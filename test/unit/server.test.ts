@@ -18,6 +18,7 @@ import {
   type DevCerts,
   type ReviewReply,
 } from '../support/reviews.ts';
+import { LOOPBACK_LISTENERS } from '../support/serve-process.ts';
 
 let server: RunningServer;
 let certs: DevCerts;
@@ -40,12 +41,7 @@ before(async () => {
   const config = buildConfig(
     readRawOptions(
       [
-        '--port',
-        '0',
-        '--health-port',
-        '0',
-        '--host',
-        '127.0.0.1',
+        ...LOOPBACK_LISTENERS,
         '--kube-version',
         '1.33',
         '--inject-default',
