@@ -32,6 +32,7 @@ const SETTING_OPTIONS: Partial<Record<SettingName, OptionName>> = {
   mode: 'mode',
   delaySeconds: 'delaySeconds',
   drainTimeoutSeconds: 'drainTimeoutSeconds',
+  drainQuietSeconds: 'drainQuietSeconds',
   sidecars: 'sidecars',
 };
 
@@ -95,6 +96,13 @@ export const OPTIONS = {
     env: 'PRESTOP_DRAIN_TIMEOUT_SECONDS',
     default: String(BUILTIN_DEFAULTS.drainTimeoutSeconds),
     description: 'Default drain timeout, 1..3600',
+  },
+  drainQuietSeconds: {
+    flag: 'drain-quiet-seconds',
+    env: 'PRESTOP_DRAIN_QUIET_SECONDS',
+    default: String(BUILTIN_DEFAULTS.drainQuietSeconds),
+    description:
+      'Default drain quiet period (end after this long without TCP traffic), 0..3600; 0: off',
   },
   sidecars: {
     flag: 'sidecars',

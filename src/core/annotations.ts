@@ -8,6 +8,7 @@ export const Annotation = {
   mode: `${ANNOTATION_PREFIX}mode`,
   delaySeconds: `${ANNOTATION_PREFIX}delay-seconds`,
   drainTimeoutSeconds: `${ANNOTATION_PREFIX}drain-timeout-seconds`,
+  drainQuietSeconds: `${ANNOTATION_PREFIX}drain-quiet-seconds`,
   containers: `${ANNOTATION_PREFIX}containers`,
   sidecars: `${ANNOTATION_PREFIX}sidecars`,
   status: `${ANNOTATION_PREFIX}status`,

@@ -35,9 +35,21 @@ const LOOPBACK_PATTERNS =
  * mesh sidecar whose connection pool to the app (and the app's to the
  * sidecar's outbound port) stays open until the app exits, so counting them
  * would always run to the timeout. The sidecar's hold covers those.
+ *
+ * With `quietSeconds` > 0 it also ends once the pod's TCP counters
+ * (/proc/net/snmp, one set per network namespace) have not moved for that
+ * many seconds in a row: a load balancer's pooled keep-alive connections stay
+ * ESTABLISHED and idle long after it stopped using them, and no socket table
+ * tells an idle connection from one whose request is still being worked on.
+ * Silence is what they have in common, so the setting must exceed the longest
+ * time a request stays silent. An unreadable file never counts as quiet.
  */
-export function drainScript(delaySeconds: number, timeoutSeconds: number): string {
-  return [
+export function drainScript(
+  delaySeconds: number,
+  timeoutSeconds: number,
+  quietSeconds = 0,
+): string {
+  const lines = [
     `sleep ${delaySeconds}`,
     'inbound() {',
     "  l=' '",
@@ -56,14 +68,46 @@ export function drainScript(delaySeconds: number, timeoutSeconds: number): strin
     '  done',
     '  return 1',
     '}',
+  ];
+  if (quietSeconds <= 0) {
+    lines.push(
+      'i=0',
+      `while [ "$i" -lt ${timeoutSeconds} ] && inbound; do sleep 1; i=$((i + 1)); done`,
+      '',
+    );
+    return lines.join('\n');
+  }
+  lines.push(
+    // The second "Tcp:" line holds the values; any TCP segment in or out moves it.
+    'tcp() {',
+    "  t=''",
+    '  [ -r /proc/net/snmp ] || return 0',
+    '  while read -r k v; do [ "$k" = Tcp: ] && t=$v; done < /proc/net/snmp',
+    '}',
     'i=0',
-    `while [ "$i" -lt ${timeoutSeconds} ] && inbound; do sleep 1; i=$((i + 1)); done`,
+    'q=0',
+    'tcp',
+    'p=$t',
+    `while [ "$i" -lt ${timeoutSeconds} ] && [ "$q" -lt ${quietSeconds} ] && inbound; do`,
+    '  sleep 1',
+    '  i=$((i + 1))',
+    '  tcp',
+    '  if [ -n "$t" ] && [ "$t" = "$p" ]; then q=$((q + 1)); else q=0; fi',
+    '  p=$t',
+    'done',
     '',
-  ].join('\n');
+  );
+  return lines.join('\n');
 }
 
-export function drainHook(delaySeconds: number, timeoutSeconds: number): LifecycleHandler {
-  return { exec: { command: ['/bin/sh', '-c', drainScript(delaySeconds, timeoutSeconds)] } };
+export function drainHook(
+  delaySeconds: number,
+  timeoutSeconds: number,
+  quietSeconds = 0,
+): LifecycleHandler {
+  return {
+    exec: { command: ['/bin/sh', '-c', drainScript(delaySeconds, timeoutSeconds, quietSeconds)] },
+  };
 }
 
 /**

@@ -121,7 +121,7 @@ export function decideAppHook(input: AppHookInput): ContainerDecision {
     const budget = delaySeconds + settings.drainTimeoutSeconds;
     return decision(
       'drain',
-      drainHook(delaySeconds, settings.drainTimeoutSeconds),
+      drainHook(delaySeconds, settings.drainTimeoutSeconds, settings.drainQuietSeconds),
       budget,
       delaySeconds,
     );
@@ -383,6 +383,9 @@ export function planPod(input: PodLike, context: PlanContext): Plan {
     mode: settings.mode,
     delaySeconds,
     ...(settings.mode === 'drain' ? { drainTimeoutSeconds: settings.drainTimeoutSeconds } : {}),
+    ...(settings.mode === 'drain' && settings.drainQuietSeconds > 0
+      ? { drainQuietSeconds: settings.drainQuietSeconds }
+      : {}),
     grace: { from: graceFrom, to: graceTo },
     hooks: {},
     fp: {},

@@ -10,6 +10,8 @@ export interface Settings {
   mode: Mode;
   delaySeconds: number;
   drainTimeoutSeconds: number;
+  /** Drain also ends after this many seconds without TCP traffic in the pod; 0: off. */
+  drainQuietSeconds: number;
   /** Names of the app containers to hook; null means every app container. */
   containers: string[] | null;
   /** Whether mesh proxies and configured helper sidecars are ordered. */
@@ -21,6 +23,7 @@ export const BUILTIN_DEFAULTS: Readonly<Settings> = Object.freeze({
   mode: 'sleep',
   delaySeconds: 10,
   drainTimeoutSeconds: 30,
+  drainQuietSeconds: 0,
   containers: null,
   sidecars: true,
 });
@@ -85,6 +88,7 @@ export const SETTING_SPECS: { [K in SettingName]: { key: string; parse: SettingP
   mode: { key: Annotation.mode, parse: parseMode },
   delaySeconds: { key: Annotation.delaySeconds, parse: integerIn(0, 3600) },
   drainTimeoutSeconds: { key: Annotation.drainTimeoutSeconds, parse: integerIn(1, 3600) },
+  drainQuietSeconds: { key: Annotation.drainQuietSeconds, parse: integerIn(0, 3600) },
   containers: { key: Annotation.containers, parse: parseNameList },
   sidecars: { key: Annotation.sidecars, parse: parseEnabled },
 };

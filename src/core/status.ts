@@ -14,6 +14,7 @@ export interface InjectorStatus {
   mode: Mode;
   delaySeconds: number;
   drainTimeoutSeconds?: number;
+  drainQuietSeconds?: number;
   /** The grace period before (null: unset) and after. */
   grace: { from: number | null; to: number };
   /** What each considered container got. */

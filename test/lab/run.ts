@@ -20,7 +20,13 @@ import {
   type LabSettings,
 } from './rollout.ts';
 import { PROXY_DRAIN_SECONDS, SCENARIOS, scenarioByName } from './scenarios.ts';
-import { KUBE_VERSION, STRATEGIES, slug, strategyByName } from './strategies.ts';
+import {
+  DRAIN_QUIET_SECONDS,
+  KUBE_VERSION,
+  STRATEGIES,
+  slug,
+  strategyByName,
+} from './strategies.ts';
 
 const INSTALLER = fileURLToPath(
   new URL('../../scripts/install-debian-packages.sh', import.meta.url),
@@ -118,7 +124,7 @@ async function main(): Promise<void> {
     `endpoint propagation D = ${PROPAGATION.delayMs / 1000} s ± ${PROPAGATION.jitterMs / 1000} s ` +
       `(the same seeded jitters, seed ${seed}, in every rollout); ` +
       `LB connect timeout ${CONNECT_TIMEOUT_SECONDS} s, 3 tries; client budget ${CLIENT_CONNECT_TIMEOUT_MS / 1000} s connect, ${CLIENT_TOTAL_TIMEOUT_MS / 1000} s total`,
-    `injected: the planner's output for Kubernetes ${KUBE_VERSION}, delay-seconds ${settings.injectedDelaySeconds}; ` +
+    `injected: the planner's output for Kubernetes ${KUBE_VERSION}, delay-seconds ${settings.injectedDelaySeconds}, drain-quiet-seconds ${DRAIN_QUIET_SECONDS} (drain only); ` +
       `mesh proxy drain ${PROXY_DRAIN_SECONDS} s`,
   ];
   for (const line of header) log(line);

@@ -6,6 +6,7 @@ import { capabilitiesFor, parseKubeVersion } from '../../src/core/capabilities.t
 import { mutatePod } from '../../src/core/mutate.ts';
 import { BUILTIN_DEFAULTS } from '../../src/core/policy.ts';
 import { Annotation } from '../../src/core/annotations.ts';
+import { SCENARIOS } from './scenarios.ts';
 import type { Container, LifecycleHandler, PodLike } from '../../src/core/types.ts';
 
 export const APP_UID = 1000;
@@ -14,6 +15,13 @@ export const ISTIO_PROXY_IMAGE = 'docker.io/istio/proxyv2:1.26.2';
 /** The kubelet version the planner plans for: sleep actions are available. */
 export const KUBE_VERSION = '1.33';
 const ORIGINAL_GRACE_SECONDS = 30;
+/**
+ * `drain-quiet-seconds` for injected drain: sized as its docs ask, above the
+ * longest request (the slow scenario's), so idle pooled keep-alive connections
+ * end the drain but a request still being worked on never does.
+ */
+export const DRAIN_QUIET_SECONDS =
+  Math.ceil(Math.max(...SCENARIOS.map((s) => s.workMs)) / 1000) + 2;
 
 export const NETSTAT_LOOP =
   'while [ $(netstat -plunt | grep tcp | wc -l) -ne 0 ]; do sleep 1; done';
@@ -66,6 +74,9 @@ function injected(mode: 'sleep' | 'drain'): Strategy {
         [Annotation.inject]: 'enabled',
         [Annotation.mode]: mode,
         [Annotation.delaySeconds]: String(delaySeconds),
+        ...(mode === 'drain'
+          ? { [Annotation.drainQuietSeconds]: String(DRAIN_QUIET_SECONDS) }
+          : {}),
       };
       const mutation = mutatePod(pod, {
         defaults: BUILTIN_DEFAULTS,

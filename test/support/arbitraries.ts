@@ -131,6 +131,7 @@ export const annotations: fc.Arbitrary<Record<string, string>> = fc.dictionary(
     Annotation.mode,
     Annotation.delaySeconds,
     Annotation.drainTimeoutSeconds,
+    Annotation.drainQuietSeconds,
     Annotation.containers,
     Annotation.sidecars,
     'proxy.istio.io/config',

@@ -15,6 +15,8 @@ interface Connection {
   loopback?: boolean;
   /** Close after this many ms; omit to hold until the script ends. */
   closeAfterMs?: number;
+  /** Send a byte every 250 ms for this many ms, then stay idle (from outside only). */
+  chattyMs?: number;
 }
 
 interface Scenario {
@@ -58,6 +60,10 @@ for (const connection of scenario.connections) {
       const socket = connect(ownPort, host, () => resolve(socket));
       sockets.push(socket);
     });
+    if (connection.chattyMs !== undefined) {
+      const ticker = setInterval(() => client.write('.'), 250);
+      setTimeout(() => clearInterval(ticker), connection.chattyMs);
+    }
     if (connection.closeAfterMs !== undefined) {
       setTimeout(() => {
         client.destroy();

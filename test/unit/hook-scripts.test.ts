@@ -15,6 +15,7 @@ interface Connection {
   uid?: number;
   closeAfterMs?: number;
   loopback?: boolean;
+  chattyMs?: number;
 }
 
 function runScript(
@@ -77,6 +78,25 @@ for (const [name, shell] of Object.entries(SHELLS)) {
       const { elapsedMs, exitCode } = runScript(shell, drainScript(1, 2), [{}]);
       assert.equal(exitCode, 0);
       assert.ok(elapsedMs >= 3000 && elapsedMs < 9000, `took ${elapsedMs} ms; delay 1 + timeout 2`);
+    });
+
+    it('with a quiet period, ends once an open connection has been silent that long', () => {
+      // A load balancer's pooled keep-alive connection: open, idle, never closed by it.
+      const { elapsedMs, exitCode } = runScript(shell, drainScript(1, 20, 2), [{}]);
+      assert.equal(exitCode, 0);
+      assert.ok(
+        elapsedMs >= 3000 && elapsedMs < 8000,
+        `took ${elapsedMs} ms; delay 1 + 2 quiet seconds, timeout 20`,
+      );
+    });
+
+    it('with a quiet period, keeps waiting while traffic flows', () => {
+      const { elapsedMs, exitCode } = runScript(shell, drainScript(1, 20, 2), [{ chattyMs: 4500 }]);
+      assert.equal(exitCode, 0);
+      assert.ok(
+        elapsedMs >= 6000 && elapsedMs < 12_000,
+        `took ${elapsedMs} ms; traffic until 4.5 s, then 2 quiet seconds`,
+      );
     });
   });
 

@@ -86,7 +86,29 @@ describe('planner: plain pods', () => {
     assert.match(command[2] ?? '', /\/proc\/net\/tcp6/);
     assert.match(command[2] ?? '', /-lt 45 \]/);
     assert.doesNotMatch(command[2] ?? '', /netstat|\bss\b|awk/);
+    assert.doesNotMatch(command[2] ?? '', /snmp/, 'no quiet period unless asked for');
     assert.equal(result.pod.spec.terminationGracePeriodSeconds, 30 + 10 + 45);
+    assertInvariants(input, result);
+  });
+
+  it('drain mode with a quiet period: the script also watches the pod TCP counters; grace unchanged', () => {
+    const input = pod(
+      [container('api')],
+      {},
+      {
+        [Annotation.mode]: 'drain',
+        [Annotation.drainTimeoutSeconds]: '45',
+        [Annotation.drainQuietSeconds]: '6',
+      },
+    );
+    const result = run(input);
+    const script = containerOf(result.pod, 'api').lifecycle?.preStop?.exec?.command?.[2] ?? '';
+    assert.match(script, /\/proc\/net\/snmp/);
+    assert.match(script, /-lt 45 \] && \[ "\$q" -lt 6 \]/);
+    // Ending early never needs more time: the budget is still delay + timeout.
+    assert.equal(result.pod.spec.terminationGracePeriodSeconds, 30 + 10 + 45);
+    const status = JSON.parse(result.pod.metadata?.annotations?.[Annotation.status] ?? '{}');
+    assert.equal(status.drainQuietSeconds, 6);
     assertInvariants(input, result);
   });
 
