@@ -2,7 +2,6 @@
 // prestop-injector: `serve` runs the webhook; `inject` mutates manifests offline.
 
 import { readFileSync } from 'node:fs';
-import pino from 'pino';
 import { buildConfig, ConfigError, readRawOptions, splitList } from './config.ts';
 import {
   capabilitiesFor,
@@ -18,6 +17,7 @@ import {
   type SettingName,
 } from './core/policy.ts';
 import { injectDocuments, InputError } from './inject.ts';
+import { createLogger } from './log.ts';
 import { explainDocuments } from './explain.ts';
 import { startServer, type RunningServer } from './serve.ts';
 
@@ -159,7 +159,7 @@ function runInject(argv: readonly string[]): number {
 
 async function runServe(argv: readonly string[]): Promise<void> {
   const config = buildConfig(readRawOptions(argv, process.env));
-  const logger = pino({ level: config.logLevel, base: { name: 'prestop-injector' } });
+  const logger = createLogger(config.logLevel);
   // Loaded here, not at the top: `inject` needs neither.
   const { startCluster } = await import('./cluster.ts');
   const { createMetrics } = await import('./metrics.ts');

@@ -26,8 +26,17 @@ export interface ServerMetrics {
   render(): Promise<{ contentType: string; body: string }>;
 }
 
+type Mode = 'sleep' | 'drain' | 'none';
+
+interface Tally {
+  labels: { result: string; mode: Mode };
+  count: number;
+  /** What the counter has been given so far. */
+  reported: number;
+}
+
 /** The mode label: only what a pod's settings can be, never free text. */
-function modeLabel(result: AdmissionResult): string {
+function modeLabel(result: AdmissionResult): Mode {
   return result.mode === 'sleep' || result.mode === 'drain' ? result.mode : 'none';
 }
 
@@ -77,16 +86,25 @@ export function createMetrics(sources: MetricsSources = {}): ServerMetrics {
   const now = sources.now ?? Date.now;
   collectDefaultMetrics({ register: registry, prefix: PREFIX });
 
+  // Admissions are tallied in plain numbers and added to the counter when it is
+  // read, in the order first seen (as the series were once created): prom-client's
+  // inc() builds and looks up a label key on every call. Results and modes are closed sets.
+  const tallies: Tally[] = [];
+  const talliesByResult = new Map<string, Partial<Record<Mode, Tally>>>();
   const admissions = new Counter({
     name: `${PREFIX}admissions_total`,
     help: 'Pod admissions answered, by result (mutated, unchanged, skipped, error) and mode',
     labelNames: ['result', 'mode'] as const,
     registers: [registry],
+    collect() {
+      for (const tally of tallies) {
+        if (tally.count > tally.reported) this.inc(tally.labels, tally.count - tally.reported);
+        tally.reported = tally.count;
+      }
+    },
   });
   // Errors carry no mode; the series exists from the start, so an alert on it has data.
   admissions.inc({ result: 'error', mode: 'none' }, 0);
-  // Children bound once per label pair: no label hashing per admission (4 results x 3 modes).
-  const admissionsBy = new Map<string, { inc(): void }>();
 
   const duration = new Histogram({
     name: `${PREFIX}admission_duration_seconds`,
@@ -120,13 +138,18 @@ export function createMetrics(sources: MetricsSources = {}): ServerMetrics {
     registry,
     observe(result, seconds) {
       const mode = modeLabel(result);
-      const key = `${result.outcome}/${mode}`;
-      let child = admissionsBy.get(key);
-      if (child === undefined) {
-        child = admissions.labels({ result: result.outcome, mode });
-        admissionsBy.set(key, child);
+      let byMode = talliesByResult.get(result.outcome);
+      if (byMode === undefined) {
+        byMode = {};
+        talliesByResult.set(result.outcome, byMode);
       }
-      child.inc();
+      let tally = byMode[mode];
+      if (tally === undefined) {
+        tally = { labels: { result: result.outcome, mode }, count: 0, reported: 0 };
+        byMode[mode] = tally;
+        tallies.push(tally);
+      }
+      tally.count++;
       duration.observe(seconds);
       for (const warning of result.policyWarnings) {
         warnings.inc({ annotation: warning.key, source: warning.source });

@@ -7,7 +7,14 @@
 // plus the mesh proxy's own drain when a proxy has to stop after the app.
 
 import type { Capabilities } from './capabilities.ts';
-import { drainHook, execSleep, execSleepBinary, proxyHoldHook, sleepAction } from './hooks.ts';
+import {
+  drainHook,
+  execSleep,
+  execSleepBinary,
+  handlerFingerprint,
+  proxyHoldHook,
+  sleepAction,
+} from './handlers.ts';
 import type { Settings } from './policy.ts';
 import {
   findSidecars,
@@ -17,7 +24,6 @@ import {
   type SidecarConfig,
 } from './sidecars.ts';
 import {
-  fingerprint,
   readStatus,
   revertStatus,
   writeStatus,
@@ -244,26 +250,28 @@ export function graceFor(
   );
 }
 
+/** Each name's container; a later one of the same name wins, a regular one over an init one. */
 function containerByName(pod: PodLike): Map<string, Container> {
-  return new Map(
-    [...(pod.spec.initContainers ?? []), ...pod.spec.containers].map((c) => [c.name, c]),
-  );
+  const byName = new Map<string, Container>();
+  for (const container of pod.spec.initContainers ?? []) byName.set(container.name, container);
+  for (const container of pod.spec.containers) byName.set(container.name, container);
+  return byName;
 }
 
+/** A container's copy to write to: its lifecycle too; an env list is only ever replaced. */
 function writableContainer(container: Container): Container {
   if (!isRecord(container)) return container;
   const copy = { ...container };
   if (isRecord(container.lifecycle)) copy.lifecycle = { ...container.lifecycle };
-  if (Array.isArray(container.env)) copy.env = [...container.env];
   return copy;
 }
 
 /**
  * A copy of the parts of a pod that planning (and undoing an earlier pass)
- * writes: spec, metadata, annotations, each container with its lifecycle and
- * env list. Everything else is shared with the input. A deep copy cost more
- * than the rest of an admission, and the shared parts also let the diff skip
- * them (identical references).
+ * writes: spec, metadata, annotations, each container with its lifecycle.
+ * Everything else is shared with the input. A deep copy cost more than the
+ * rest of an admission, and the shared parts also let the diff skip them
+ * (identical references).
  */
 function writableCopy(pod: PodLike): PodLike {
   const { spec } = pod;
@@ -399,12 +407,12 @@ export function planPod(input: PodLike, context: PlanContext): Plan {
         (status.lc ??= []).push(decision.name);
       }
       container.lifecycle.preStop = decision.handler;
-      status.fp[decision.name] = fingerprint(decision.handler);
+      status.fp[decision.name] = handlerFingerprint(decision.handler);
     }
     const added: string[] = [];
     for (const name of decision.env ?? []) {
       if (container.env?.some((v) => v.name === name)) continue;
-      (container.env ??= []).push({ name, value: 'true' });
+      container.env = [...(container.env ?? []), { name, value: 'true' }];
       added.push(name);
     }
     if (added.length > 0) (status.env ??= {})[decision.name] = added;

@@ -2,6 +2,7 @@
 // outlive the app, and what each one needs to know about them.
 
 import { ForeignAnnotation } from './annotations.ts';
+import { memoize } from './memo.ts';
 import type { Container, PodLike } from './types.ts';
 
 export type SidecarKind = 'istio' | 'linkerd' | 'helper';
@@ -41,18 +42,28 @@ function imageTag(image: string | undefined): string {
   return colon === -1 ? '' : withoutDigest.slice(colon + 1);
 }
 
+/** Per list of patterns (one per config), each image's answer: a pod repeats a few images. */
+const distrolessByPatterns = new WeakMap<readonly string[], (image: string) => boolean>();
+
 /** True for images that ship no shell and no sleep. */
 export function isDistrolessImage(image: string | undefined, patterns: readonly string[]): boolean {
   if (image === undefined) return false;
-  const lower = image.toLowerCase();
-  return lower.includes('distroless') || patterns.some((p) => p !== '' && lower.includes(p));
+  let test = distrolessByPatterns.get(patterns);
+  if (test === undefined) {
+    test = memoize((name: string) => {
+      const lower = name.toLowerCase();
+      return lower.includes('distroless') || patterns.some((p) => p !== '' && lower.includes(p));
+    });
+    distrolessByPatterns.set(patterns, test);
+  }
+  return test(image);
 }
 
-function istioMinorFromImage(image: string | undefined): number | null {
+const istioMinorFromImage = memoize((image: string | undefined): number | null => {
   const match = /^(\d+)\.(\d+)/.exec(imageTag(image));
   if (match === null || match[1] !== '1') return null;
   return Number(match[2]);
-}
+});
 
 /** Parses a Go duration such as "5s", "1m30s" or "2500ms", rounded up to seconds. */
 export function parseGoDurationSeconds(text: string): number | null {
@@ -74,11 +85,16 @@ export function parseGoDurationSeconds(text: string): number | null {
   return Math.ceil(seconds);
 }
 
+/** The drain set in a proxy.istio.io/config annotation; a cluster has few distinct ones. */
+const configuredDrainSeconds = memoize((config: string): number | null => {
+  const match = /terminationDrainDuration["']?\s*:\s*["']?([0-9.a-z]+)/.exec(config);
+  return match?.[1] === undefined ? null : parseGoDurationSeconds(match[1]);
+});
+
 function istioDrainSeconds(pod: PodLike, proxy: Container): number {
   const config = pod.metadata?.annotations?.[ForeignAnnotation.istioProxyConfig];
   if (config !== undefined) {
-    const match = /terminationDrainDuration["']?\s*:\s*["']?([0-9.a-z]+)/.exec(config);
-    const seconds = match?.[1] === undefined ? null : parseGoDurationSeconds(match[1]);
+    const seconds = configuredDrainSeconds(config);
     if (seconds !== null) return Math.min(seconds, 3600);
   }
   const env = proxy.env?.find((v) => v.name === 'TERMINATION_DRAIN_DURATION_SECONDS');

@@ -80,30 +80,116 @@ function pointerSegment(key: string): string {
 const hasOwn = (object: object, key: string) => Object.prototype.hasOwnProperty.call(object, key);
 
 /**
- * Appends the operations that turn `before` into `after`, in the order
- * fast-json-patch's compare() gives them (the keys of `before` from last to
- * first, so array removals keep their indices valid, then additions).
+ * The operations that turn `before` into `after`, appended in the order
+ * fast-json-patch's compare() gives them: the keys of `before` from last to
+ * first (so array removals keep their indices valid), then additions.
  * Identical references are skipped unvisited: the planner shares what it did
- * not change, so only the changed spine is walked. Values are not copied:
- * the operations are serialized at once.
+ * not change, so only the changed spine is walked. Values are not copied: the
+ * operations are serialized at once. Values are JSON: plain objects whose
+ * properties are all enumerable, arrays without holes.
  */
 function diffInto(before: Json, after: Json, path: string, ops: PatchOperation[]): void {
   if (before === after) return;
-  const afterIsArray = Array.isArray(after);
+  const beforeIsArray = Array.isArray(before);
+  if (beforeIsArray && Array.isArray(after)) return diffArrays(before, after, path, ops);
   const beforeKeys = Object.keys(before);
+  const afterKeys = Object.keys(after);
+  if (!beforeIsArray && !Array.isArray(after) && startsWith(afterKeys, beforeKeys)) {
+    return diffAligned(before, after, beforeKeys, afterKeys, path, ops);
+  }
+  diffByKey(before, after, beforeKeys, afterKeys, path, ops);
+}
+
+/** A value on both sides that differs: walk two containers of one kind, else replace. */
+function diffValue(old: unknown, now: unknown, path: string, ops: PatchOperation[]): void {
+  if (isContainer(old) && isContainer(now) && Array.isArray(old) === Array.isArray(now)) {
+    diffInto(old, now, path, ops);
+  } else {
+    ops.push({ op: 'replace', path, value: now });
+  }
+}
+
+function startsWith(keys: readonly string[], prefix: readonly string[]): boolean {
+  if (keys.length < prefix.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (keys[i] !== prefix[i]) return false;
+  return true;
+}
+
+/**
+ * Two objects whose keys agree position by position, `after` perhaps with
+ * more at the end: what a spread copy that was only assigned to looks like.
+ * The values are then read in bulk rather than looked up key by key.
+ */
+function diffAligned(
+  before: Record<string, unknown>,
+  after: Record<string, unknown>,
+  beforeKeys: readonly string[],
+  afterKeys: readonly string[],
+  path: string,
+  ops: PatchOperation[],
+): void {
+  const olds = Object.values(before);
+  const nows = Object.values(after);
+  let removed = false;
+  for (let i = beforeKeys.length - 1; i >= 0; i--) {
+    const old = olds[i];
+    const now = nows[i];
+    if (old === now) continue;
+    // compare() takes a key set to undefined for one removed.
+    if (now === undefined) {
+      ops.push({ op: 'remove', path: `${path}/${pointerSegment(beforeKeys[i]!)}` });
+      removed = true;
+    } else {
+      diffValue(old, now, `${path}/${pointerSegment(beforeKeys[i]!)}`, ops);
+    }
+  }
+  if (!removed && afterKeys.length === beforeKeys.length) return;
+  for (let i = beforeKeys.length; i < afterKeys.length; i++) {
+    const now = nows[i];
+    if (now !== undefined) {
+      ops.push({ op: 'add', path: `${path}/${pointerSegment(afterKeys[i]!)}`, value: now });
+    }
+  }
+}
+
+function diffArrays(
+  before: readonly unknown[],
+  after: readonly unknown[],
+  path: string,
+  ops: PatchOperation[],
+): void {
+  let removed = false;
+  for (let i = before.length - 1; i >= 0; i--) {
+    if (i >= after.length) {
+      ops.push({ op: 'remove', path: `${path}/${i}` });
+      removed = true;
+    } else if (before[i] !== after[i]) {
+      diffValue(before[i], after[i], `${path}/${i}`, ops);
+    }
+  }
+  if (!removed && after.length === before.length) return;
+  for (let i = before.length; i < after.length; i++) {
+    if (after[i] !== undefined) ops.push({ op: 'add', path: `${path}/${i}`, value: after[i] });
+  }
+}
+
+/** Any other pair (keys removed or reordered, an object against an array): key by key. */
+function diffByKey(
+  before: Json,
+  after: Json,
+  beforeKeys: readonly string[],
+  afterKeys: readonly string[],
+  path: string,
+  ops: PatchOperation[],
+): void {
+  const afterIsArray = Array.isArray(after);
   let removed = false;
   for (let i = beforeKeys.length - 1; i >= 0; i--) {
     const key = beforeKeys[i]!;
     const old = (before as Record<string, unknown>)[key];
     const now = (after as Record<string, unknown>)[key];
     if (hasOwn(after, key) && !(now === undefined && old !== undefined && !afterIsArray)) {
-      if (old === now) continue;
-      const at = `${path}/${pointerSegment(key)}`;
-      if (isContainer(old) && isContainer(now) && Array.isArray(old) === Array.isArray(now)) {
-        diffInto(old, now, at, ops);
-      } else {
-        ops.push({ op: 'replace', path: at, value: now });
-      }
+      if (old !== now) diffValue(old, now, `${path}/${pointerSegment(key)}`, ops);
     } else if (Array.isArray(before) === afterIsArray) {
       ops.push({ op: 'remove', path: `${path}/${pointerSegment(key)}` });
       removed = true;
@@ -111,7 +197,6 @@ function diffInto(before: Json, after: Json, path: string, ops: PatchOperation[]
       ops.push({ op: 'replace', path, value: after });
     }
   }
-  const afterKeys = Object.keys(after);
   if (!removed && afterKeys.length === beforeKeys.length) return;
   for (const key of afterKeys) {
     const now = (after as Record<string, unknown>)[key];
@@ -140,6 +225,13 @@ export interface ReviewResponse {
   };
 }
 
+/** The base64 of `text`'s UTF-8 bytes; for ASCII text (most patches) btoa makes it without a Buffer. */
+function base64Utf8(text: string): string {
+  return Buffer.byteLength(text) === text.length
+    ? btoa(text)
+    : Buffer.from(text).toString('base64');
+}
+
 const MAX_WARNINGS = 10;
 const MAX_WARNING_LENGTH = 250;
 
@@ -152,7 +244,7 @@ export function allowedResponse(
   const response: ReviewResponse['response'] = { uid, allowed: true };
   if (patch.length > 0) {
     response.patchType = 'JSONPatch';
-    response.patch = Buffer.from(JSON.stringify(patch)).toString('base64');
+    response.patch = base64Utf8(JSON.stringify(patch));
   }
   if (warnings.length > 0) {
     response.warnings = warnings

@@ -41,6 +41,8 @@ export interface AdmissionResult {
   grace?: { from: number | null; to: number } | null;
 }
 
+const OWN_KEY = { enumerable: true, writable: true, configurable: true } as const;
+
 export async function handleAdmission(
   request: AdmissionRequest,
   env: AdmissionEnvironment,
@@ -79,7 +81,12 @@ export async function handleAdmission(
       namespaceAnnotations,
     });
     const patch = mutation.pod === request.object ? [] : diffPatch(request.object, mutation.pod);
-    const hooks = Object.fromEntries(mutation.decisions.map((d) => [d.name, d.hook]));
+    const hooks: Record<string, string> = {};
+    for (const { name, hook } of mutation.decisions) {
+      // Defined, not assigned, for a container named "__proto__" (as fromEntries did).
+      if (name === '__proto__') Object.defineProperty(hooks, name, { value: hook, ...OWN_KEY });
+      else hooks[name] = hook;
+    }
     return {
       response: allowedResponse(apiVersion, uid, patch, mutation.messages),
       outcome:

@@ -116,6 +116,16 @@ describe('webhook: the admission contract', () => {
     assert.ok(ops.some((op) => op.path === '/metadata/annotations/prestop-injector.io~1status'));
   });
 
+  it('encodes a patch with non-ASCII text as base64 of its UTF-8', async () => {
+    // The container names reach the patch through the status annotation.
+    const object = pod([container('wéb'), container('日本'), container('x😀')]);
+    const reply = (await inject(review(object))).json<ReviewReply>();
+    const text = Buffer.from(reply.response.patch!, 'base64').toString('utf8');
+    assert.match(text, /wéb.*日本.*x😀/);
+    const status = applyReply(object, reply).metadata?.annotations?.[Annotation.status];
+    assert.deepEqual(Object.keys(JSON.parse(status!).hooks), ['wéb', '日本', 'x😀']);
+  });
+
   it('allows non-pod kinds, DELETE and a non-pod object without a patch', async () => {
     const cases = [
       review({ kind: 'ConfigMap' }, { kind: { group: '', version: 'v1', kind: 'ConfigMap' } }),
