@@ -5,7 +5,7 @@
 
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ClusterStats, ClusterView } from './serve.ts';
-import type { AdmissionResult } from './webhook/handler.ts';
+import type { AdmissionSummary, AnswerCacheResult } from './webhook/handler.ts';
 
 const PREFIX = 'prestop_injector_';
 /** Admissions take well under a millisecond; the API server gives up at the webhook's timeout. */
@@ -20,8 +20,8 @@ export interface MetricsSources {
 
 export interface ServerMetrics {
   registry: Registry;
-  /** Called once per admission, with its result and duration. */
-  observe(result: AdmissionResult, seconds: number): void;
+  /** Called once per admission, with its result, duration and whether it was planned. */
+  observe(summary: AdmissionSummary, seconds: number, cache?: AnswerCacheResult): void;
   /** The scrape: Prometheus text format. */
   render(): Promise<{ contentType: string; body: string }>;
 }
@@ -36,7 +36,7 @@ interface Tally {
 }
 
 /** The mode label: only what a pod's settings can be, never free text. */
-function modeLabel(result: AdmissionResult): Mode {
+function modeLabel(result: AdmissionSummary): Mode {
   return result.mode === 'sleep' || result.mode === 'drain' ? result.mode : 'none';
 }
 
@@ -106,6 +106,22 @@ export function createMetrics(sources: MetricsSources = {}): ServerMetrics {
   // Errors carry no mode; the series exists from the start, so an alert on it has data.
   admissions.inc({ result: 'error', mode: 'none' }, 0);
 
+  // Every series from the start; counted in plain numbers, as admissions are.
+  const answers: Record<AnswerCacheResult, number> = { hit: 0, miss: 0, bypass: 0 };
+  const answersReported: Record<AnswerCacheResult, number> = { hit: 0, miss: 0, bypass: 0 };
+  new Counter({
+    name: `${PREFIX}answer_cache_total`,
+    help: 'Pod admissions by where the answer came from: hit (kept from an earlier pod with the same plan key), miss (planned and kept), bypass (not kept: no plan key, not a pod CREATE, or an error)',
+    labelNames: ['result'] as const,
+    registers: [registry],
+    collect() {
+      for (const result of ['hit', 'miss', 'bypass'] as const) {
+        this.inc({ result }, answers[result] - answersReported[result]);
+        answersReported[result] = answers[result];
+      }
+    },
+  });
+
   const duration = new Histogram({
     name: `${PREFIX}admission_duration_seconds`,
     help: 'Time from a decoded AdmissionReview to its answer, in seconds',
@@ -136,7 +152,8 @@ export function createMetrics(sources: MetricsSources = {}): ServerMetrics {
 
   return {
     registry,
-    observe(result, seconds) {
+    observe(result, seconds, cache) {
+      if (cache !== undefined) answers[cache]++;
       const mode = modeLabel(result);
       let byMode = talliesByResult.get(result.outcome);
       if (byMode === undefined) {

@@ -9,9 +9,14 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { configuredCapabilities, OPTIONS, type ServerConfig } from './config.ts';
 import type { Capabilities } from './core/capabilities.ts';
-import type { AdmissionEnvironment, AdmissionResult } from './webhook/handler.ts';
+import type { AdmissionEnvironment } from './webhook/handler.ts';
 import { SYSTEM_NAMESPACES } from './webhook/handler.ts';
-import { createHealthApp, createWebhookApp, type WebhookApp } from './webhook/server.ts';
+import {
+  createHealthApp,
+  createWebhookApp,
+  type AdmissionObserver,
+  type WebhookApp,
+} from './webhook/server.ts';
 import { CertificateWatcher } from './webhook/tls.ts';
 
 /** What the webhook knows of the cluster. Without one, it knows nothing. */
@@ -70,7 +75,7 @@ export interface RunningServer {
 
 export interface StartOptions {
   cluster?: ClusterView;
-  observe?: (result: AdmissionResult, seconds: number) => void;
+  observe?: AdmissionObserver;
   metrics?: () => Promise<{ contentType: string; body: string }>;
 }
 

@@ -24,6 +24,8 @@ export interface Sidecar {
 
 export const ISTIO_PROXY = 'istio-proxy';
 export const LINKERD_PROXY = 'linkerd-proxy';
+/** The proxy's own drain setting, read when the pod annotation has none. */
+export const ISTIO_DRAIN_ENV = 'TERMINATION_DRAIN_DURATION_SECONDS';
 const ISTIO_UID = 1337;
 const LINKERD_UID = 2102;
 const ISTIO_DEFAULT_DRAIN_SECONDS = 5;
@@ -97,7 +99,7 @@ function istioDrainSeconds(pod: PodLike, proxy: Container): number {
     const seconds = configuredDrainSeconds(config);
     if (seconds !== null) return Math.min(seconds, 3600);
   }
-  const env = proxy.env?.find((v) => v.name === 'TERMINATION_DRAIN_DURATION_SECONDS');
+  const env = proxy.env?.find((v) => v.name === ISTIO_DRAIN_ENV);
   if (env?.value !== undefined && /^\d+$/.test(env.value)) return Math.min(Number(env.value), 3600);
   return ISTIO_DEFAULT_DRAIN_SECONDS;
 }

@@ -213,18 +213,6 @@ export function diffPatch(received: unknown, mutated: unknown): PatchOperation[]
   return ops;
 }
 
-export interface ReviewResponse {
-  apiVersion: ReviewVersion;
-  kind: 'AdmissionReview';
-  response: {
-    uid: string;
-    allowed: true;
-    patchType?: 'JSONPatch';
-    patch?: string;
-    warnings?: string[];
-  };
-}
-
 /** The base64 of `text`'s UTF-8 bytes; for ASCII text (most patches) btoa makes it without a Buffer. */
 function base64Utf8(text: string): string {
   return Buffer.byteLength(text) === text.length
@@ -235,21 +223,71 @@ function base64Utf8(text: string): string {
 const MAX_WARNINGS = 10;
 const MAX_WARNING_LENGTH = 250;
 
-export function allowedResponse(
+/** The patch as sent: base64 of its JSON; undefined when there is nothing to change. */
+export function encodePatch(patch: readonly PatchOperation[]): string | undefined {
+  return patch.length > 0 ? base64Utf8(JSON.stringify(patch)) : undefined;
+}
+
+/** Warnings as the API server shows them to the user, a bounded number of bounded ones. */
+export function userWarnings(messages: readonly string[]): string[] | undefined {
+  if (messages.length === 0) return undefined;
+  return messages
+    .slice(0, MAX_WARNINGS)
+    .map((w) => `prestop-injector: ${w}`.slice(0, MAX_WARNING_LENGTH));
+}
+
+/**
+ * An allowed review as sent, in two parts around the uid, which is the only
+ * part that differs between pods given the same answer: the rest is
+ * serialized once per answer. `reviewBody` joins them.
+ */
+export interface ReviewAnswer {
+  /** The UTF-8 JSON after the uid: allowed, the patch (from encodePatch), warnings if any. */
+  readonly tail: Buffer;
+}
+
+export function reviewAnswer(patch?: string, warnings?: readonly string[]): ReviewAnswer {
+  let tail = ',"allowed":true';
+  if (patch !== undefined) tail += `,"patchType":"JSONPatch","patch":${JSON.stringify(patch)}`;
+  if (warnings !== undefined) tail += `,"warnings":${JSON.stringify(warnings)}`;
+  return { tail: Buffer.from(`${tail}}}`) };
+}
+
+const HEADS: Record<ReviewVersion, Buffer> = Object.fromEntries(
+  REVIEW_VERSIONS.map((version) => [
+    version,
+    Buffer.from(
+      `{"apiVersion":${JSON.stringify(version)},"kind":"AdmissionReview","response":{"uid":`,
+    ),
+  ]),
+) as Record<ReviewVersion, Buffer>;
+
+/**
+ * The review's JSON bytes: the version it was asked in, its uid, then the
+ * answer. Bytes, so the patch is neither measured nor encoded again per pod.
+ */
+export function reviewBody(apiVersion: ReviewVersion, uid: string, answer: ReviewAnswer): Buffer {
+  const head = HEADS[apiVersion];
+  const quoted = JSON.stringify(uid);
+  const body = Buffer.allocUnsafe(head.length + Buffer.byteLength(quoted) + answer.tail.length);
+  head.copy(body, 0);
+  const at = head.length + body.write(quoted, head.length);
+  answer.tail.copy(body, at);
+  return body;
+}
+
+const NO_CHANGE = reviewAnswer();
+
+/** An allowed review with nothing planned: a patch of these operations, if any, and these warnings. */
+export function allowedBody(
   apiVersion: ReviewVersion,
   uid: string,
   patch: readonly PatchOperation[] = [],
   warnings: readonly string[] = [],
-): ReviewResponse {
-  const response: ReviewResponse['response'] = { uid, allowed: true };
-  if (patch.length > 0) {
-    response.patchType = 'JSONPatch';
-    response.patch = base64Utf8(JSON.stringify(patch));
-  }
-  if (warnings.length > 0) {
-    response.warnings = warnings
-      .slice(0, MAX_WARNINGS)
-      .map((w) => `prestop-injector: ${w}`.slice(0, MAX_WARNING_LENGTH));
-  }
-  return { apiVersion, kind: 'AdmissionReview', response };
+): Buffer {
+  const answer =
+    patch.length === 0 && warnings.length === 0
+      ? NO_CHANGE
+      : reviewAnswer(encodePatch(patch), userWarnings(warnings));
+  return reviewBody(apiVersion, uid, answer);
 }

@@ -6,14 +6,19 @@ import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstanc
 import type { Logger } from 'pino';
 import { isRecord } from '../core/types.ts';
 import { decodeReview } from './admission.ts';
-import { handleAdmission, type AdmissionEnvironment, type AdmissionResult } from './handler.ts';
+import {
+  createAdmissionHandler,
+  type AdmissionEnvironment,
+  type AdmissionSummary,
+  type AnswerCacheResult,
+} from './handler.ts';
 import type { KeyPair } from './tls.ts';
 
 /** Pods are a few KiB, rarely a few hundred; the API server caps requests at 3 MiB. */
 export const BODY_LIMIT_BYTES = 3 * 1024 * 1024;
 
 export interface AdmissionObserver {
-  (result: AdmissionResult, seconds: number): void;
+  (summary: AdmissionSummary, seconds: number, cache: AnswerCacheResult): void;
 }
 
 export interface WebhookAppOptions {
@@ -43,6 +48,19 @@ function clientErrorHandler(
   reply.code(status).send({ error: error.code ?? 'BAD_REQUEST', message: error.message });
 }
 
+/** The log fields that come from the decision, not from the request. */
+function summaryFields(summary: AdmissionSummary): Record<string, unknown> {
+  return {
+    outcome: summary.outcome,
+    reason: summary.reason,
+    mode: summary.outcome === 'mutated' ? summary.mode : undefined,
+    hooks: summary.hooks,
+    grace: summary.grace ?? undefined,
+    warnings:
+      summary.policyWarnings.length > 0 ? summary.policyWarnings.map((w) => w.key) : undefined,
+  };
+}
+
 export type WebhookApp = FastifyInstance<
   HttpsServer,
   IncomingMessage,
@@ -67,6 +85,18 @@ export function createWebhookApp(options: WebhookAppOptions): WebhookApp {
   // Reviews are JSON; anything else is 415, not a string to misread.
   app.removeContentTypeParser('text/plain');
 
+  const handle = createAdmissionHandler(environment);
+  // Per shared summary, a child logger that has its fields serialized once.
+  const summaryLoggers = new WeakMap<AdmissionSummary, Logger>();
+  const loggerFor = (summary: AdmissionSummary): Logger => {
+    let child = summaryLoggers.get(summary);
+    if (child === undefined) {
+      child = logger.child(summaryFields(summary));
+      summaryLoggers.set(summary, child);
+    }
+    return child;
+  };
+
   app.post('/mutate', async (request, reply) => {
     const started = process.hrtime.bigint();
     const decoded = decodeReview(request.body);
@@ -75,28 +105,21 @@ export function createWebhookApp(options: WebhookAppOptions): WebhookApp {
       return reply.code(400).send({ error: 'BAD_REQUEST', message: decoded.message });
     }
     const review = decoded.request;
-    const result = await handleAdmission(review, environment);
+    const { body, summary, cache } = await handle(review);
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    observe?.(result, seconds);
-    const level = result.outcome === 'error' ? 'error' : 'info';
-    logger[level](
-      {
-        namespace: review.namespace,
-        pod: podLabel(review.object, review.name),
-        uid: review.uid,
-        outcome: result.outcome,
-        reason: result.reason,
-        mode: result.outcome === 'mutated' ? result.mode : undefined,
-        hooks: result.hooks,
-        grace: result.grace ?? undefined,
-        warnings:
-          result.policyWarnings.length > 0 ? result.policyWarnings.map((w) => w.key) : undefined,
-        dryRun: review.dryRun || undefined,
-        ms: Math.round(seconds * 1e5) / 100,
-      },
-      'admission',
-    );
-    return reply.send(result.response);
+    observe?.(summary, seconds, cache);
+    const fields = {
+      namespace: review.namespace,
+      pod: podLabel(review.object, review.name),
+      uid: review.uid,
+      dryRun: review.dryRun || undefined,
+      ms: Math.round(seconds * 1e5) / 100,
+    };
+    const level = summary.outcome === 'error' ? 'error' : 'info';
+    if (cache !== 'bypass') loggerFor(summary)[level](fields, 'admission');
+    else logger[level]({ ...summaryFields(summary), ...fields }, 'admission');
+    // Serialized already: Fastify sends bytes with a content type as they are.
+    return reply.type('application/json; charset=utf-8').send(body);
   });
   return app;
 }

@@ -6,6 +6,11 @@ declare module 'autocannon' {
     method?: string;
     headers?: Record<string, string>;
     body?: string | Buffer;
+    /** Sent in turn; each is built once, unless it has a setupRequest. */
+    requests?: {
+      body?: string | Buffer;
+      setupRequest?: (request: { body?: string | Buffer }) => { body?: string | Buffer };
+    }[];
     connections?: number;
     pipelining?: number;
     duration?: number;

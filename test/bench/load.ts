@@ -46,11 +46,29 @@ export function median(values: readonly number[]): number {
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
+/**
+ * Load with `bodies` sent in turn. Each connection walks the list on its
+ * own, with requests built once up front; with `oneSequence`, all walk one
+ * sequence together, so no body is sent twice before the list is through
+ * (each request is then built as it is sent, by client and floor alike).
+ */
 export function load(
   server: { port: number; pid: number },
-  body: string,
+  bodies: readonly string[],
   settings: LoadSettings,
+  oneSequence = false,
 ): Promise<LoadResult> {
+  let next = 0;
+  const requests = oneSequence
+    ? [
+        {
+          setupRequest: (request: { body?: string | Buffer }) => {
+            request.body = bodies[next++ % bodies.length]!;
+            return request;
+          },
+        },
+      ]
+    : bodies.map((body) => ({ body }));
   const { port, pid } = server;
   const cpuBefore = cpuNs(pid);
   let latencies = new Float64Array(1 << 16);
@@ -61,7 +79,7 @@ export function load(
         url: `https://127.0.0.1:${port}/mutate`,
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body,
+        requests,
         connections: settings.connections,
         pipelining: 1,
         duration: settings.durationSeconds,

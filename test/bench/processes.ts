@@ -1,7 +1,8 @@
 // The two servers under load, each in its own process as in production: the
 // real `prestop-injector serve`, and the floor.
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { getFreePorts } from '../support/free-port.ts';
 import type { DevCerts } from '../support/reviews.ts';
@@ -15,6 +16,28 @@ export interface ServerProcess {
   healthPort?: number;
   child: ChildProcess;
   stop(): Promise<void>;
+}
+
+/**
+ * With two CPUs or more, the load generator (this process, and the log
+ * reader) runs on CPU 0 and the server under load on CPU 1, so neither
+ * waits for the other's core and the scheduler cannot stack them on one:
+ * that was most of the run-to-run spread. Null when it cannot be done.
+ */
+export const CPUS = (() => {
+  if (availableParallelism() < 2) return null;
+  const probe = spawnSync('taskset', ['-p', String(process.pid)], { stdio: 'ignore' });
+  return probe.status === 0 ? { client: 0, server: 1 } : null;
+})();
+
+/** Every thread of `pid` on `cpu`; new threads inherit it. */
+export function pin(pid: number, cpu: number): void {
+  const run = spawnSync('taskset', ['-a', '-cp', String(cpu), String(pid)], { stdio: 'ignore' });
+  if (run.status !== 0) throw new Error(`taskset could not pin ${pid} to CPU ${cpu}`);
+}
+
+function pinServer(child: ChildProcess): void {
+  if (CPUS !== null) pin(child.pid!, CPUS.server);
 }
 
 function stopper(child: ChildProcess): () => Promise<void> {
@@ -55,6 +78,7 @@ export interface WebhookProcess extends ServerProcess {
 export async function startWebhook(options: WebhookOptions): Promise<WebhookProcess> {
   const [port, healthPort] = await getFreePorts(2);
   const counter = spawn('wc', ['-l'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  if (CPUS !== null) pin(counter.pid!, CPUS.client);
   let counted = '';
   counter.stdout!.on('data', (chunk: Buffer) => (counted += chunk.toString()));
   const logLines = new Promise<number>((resolve) =>
@@ -72,6 +96,7 @@ export async function startWebhook(options: WebhookOptions): Promise<WebhookProc
     ],
     { stdio: ['ignore', counter.stdin!, 'inherit'], env: { ...process.env, KUBECONFIG: '' } },
   );
+  pinServer(child);
   // The webhook holds the pipe now; wc sees its end when the webhook exits.
   counter.stdin!.destroy();
   await waitUntil(
@@ -93,6 +118,7 @@ export async function startFloor(certs: DevCerts, nodeArgs: string[] = []): Prom
   const child = spawn(process.execPath, [...nodeArgs, FLOOR, certs.cert, certs.key, '0'], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
+  pinServer(child);
   const port = await new Promise<number>((resolve, reject) => {
     let text = '';
     child.stdout!.on('data', (chunk: Buffer) => {

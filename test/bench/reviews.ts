@@ -5,6 +5,7 @@
 import { stringify } from 'yaml';
 import { Annotation } from '../../src/core/annotations.ts';
 import type { Container, PodLike } from '../../src/core/types.ts';
+import { ANSWER_CACHE_ENTRIES } from '../../src/webhook/handler.ts';
 
 const NAMESPACE = 'shop';
 
@@ -450,14 +451,40 @@ export function admissionReview(object: PodLike): string {
 
 export interface Scenario {
   name: string;
-  body: string;
+  /** Reviews sent in turn: each its own uid, as the API server sends them. */
+  bodies: string[];
+  /** All connections walk the bodies as one sequence (see load()). */
+  oneSequence?: boolean;
 }
+
+/** Replicas of one template: the same pod but for the uid of the review. */
+function replicas(build: () => PodLike, count: number): string[] {
+  return Array.from({ length: count }, () => admissionReview(build()));
+}
+
+/** More distinct templates (an app image tag each) than the webhook keeps answers for. */
+function newTemplates(count: number): string[] {
+  return Array.from({ length: count }, (_, i) => {
+    const pod = istioPod();
+    pod.spec.containers[0]!.image = `registry.example.com/shop/checkout:3.4.${i}`;
+    return admissionReview(pod);
+  });
+}
+
+/** The replica cases cycle through this many reviews. */
+const REPLICA_REVIEWS = 64;
 
 export function scenarios(): Scenario[] {
   return [
-    { name: 'plain pod', body: admissionReview(plainPod()) },
-    { name: 'istio pod', body: admissionReview(istioPod()) },
-    { name: 'opted-out pod', body: admissionReview(optedOutPod()) },
+    { name: 'plain pod', bodies: replicas(plainPod, REPLICA_REVIEWS) },
+    { name: 'istio pod', bodies: replicas(istioPod, REPLICA_REVIEWS) },
+    { name: 'opted-out pod', bodies: replicas(optedOutPod, REPLICA_REVIEWS) },
+    // Four times the webhook's answer cache: every admission is planned afresh.
+    {
+      name: 'istio pod, new template each',
+      bodies: newTemplates(4 * ANSWER_CACHE_ENTRIES),
+      oneSequence: true,
+    },
   ];
 }
 

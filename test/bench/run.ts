@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { httpsPost, makeCerts, type DevCerts, type ReviewReply } from '../support/reviews.ts';
 import { load, median, type LoadResult, type LoadSettings } from './load.ts';
-import { startFloor, startWebhook, type ServerProcess } from './processes.ts';
+import { CPUS, pin, startFloor, startWebhook, type ServerProcess } from './processes.ts';
 import { formatSummary, monotonicUs, summarizeProfile } from './profile.ts';
 import { podStream, scenarios, type Scenario } from './reviews.ts';
 
@@ -34,6 +34,7 @@ const { values: args } = parseArgs({
     json: { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
     case: { type: 'string', default: 'istio pod' },
+    only: { type: 'string' },
   },
 });
 
@@ -44,39 +45,84 @@ const settings: LoadSettings = {
 const rounds = Number(args.rounds);
 const say = (line = '') => process.stdout.write(`${line}\n`);
 
-/** One real request to each server per scenario: the load must measure real answers. */
+/**
+ * Real requests to each server per scenario, checked: the load must measure
+ * real answers. Two replicas get the same patch, each under its own uid.
+ */
 async function checkAnswers(webhook: ServerProcess, floor: ServerProcess, certs: DevCerts) {
-  for (const scenario of scenarios()) {
-    const reply = await httpsPost(webhook.port, '/mutate', scenario.body, certs.ca);
-    const review = reply.json<ReviewReply>();
-    if (reply.status !== 200 || review.response.allowed !== true) {
-      throw new Error(`${scenario.name}: webhook answered ${reply.status} ${reply.body}`);
+  for (const scenario of chosenScenarios()) {
+    const patches = new Set<string | undefined>();
+    for (const body of scenario.bodies.slice(0, 2)) {
+      const reply = await httpsPost(webhook.port, '/mutate', body, certs.ca);
+      const review = reply.json<ReviewReply>();
+      const uid = (JSON.parse(body) as { request: { uid: string } }).request.uid;
+      if (reply.status !== 200 || review.response.allowed !== true || review.response.uid !== uid) {
+        throw new Error(`${scenario.name}: webhook answered ${reply.status} ${reply.body}`);
+      }
+      const mutated = review.response.patch !== undefined;
+      if (mutated !== (scenario.name !== 'opted-out pod')) {
+        throw new Error(`${scenario.name}: webhook ${mutated ? 'patched' : 'did not patch'} it`);
+      }
+      patches.add(review.response.patch);
+      const floorReply = await httpsPost(floor.port, '/mutate', body, certs.ca);
+      if (floorReply.status !== 200 || floorReply.json<ReviewReply>().response.allowed !== true) {
+        throw new Error(`${scenario.name}: floor answered ${floorReply.status}`);
+      }
     }
-    const mutated = review.response.patch !== undefined;
-    if (mutated !== (scenario.name !== 'opted-out pod')) {
-      throw new Error(`${scenario.name}: webhook ${mutated ? 'patched' : 'did not patch'} it`);
-    }
-    const floorReply = await httpsPost(floor.port, '/mutate', scenario.body, certs.ca);
-    if (floorReply.status !== 200 || floorReply.json<ReviewReply>().response.allowed !== true) {
-      throw new Error(`${scenario.name}: floor answered ${floorReply.status}`);
+    // A new image tag plans afresh to the same hooks.
+    if (patches.size !== 1) {
+      throw new Error(`${scenario.name}: ${patches.size} distinct patches for two pods`);
     }
   }
+}
+
+/** All cases, or those named by --only (comma-separated). */
+function chosenScenarios(): Scenario[] {
+  if (args.only === undefined) return scenarios();
+  const names = args.only.split(',');
+  const chosen = scenarios().filter((s) => names.includes(s.name));
+  if (chosen.length !== names.length)
+    throw new Error(
+      `--only: cases are ${scenarios()
+        .map((s) => s.name)
+        .join(', ')}`,
+    );
+  return chosen;
 }
 
 interface Paired {
   webhook: LoadResult[];
   floor: LoadResult[];
+  /** Webhook admissions answered from its answer cache, over all its runs. */
+  hits: number;
+  answered: number;
+}
+
+type AnswerCounts = Record<'hit' | 'miss' | 'bypass', number>;
+
+/** The webhook's own count of where its answers came from (GET /metrics). */
+async function answerCounts(webhook: ServerProcess): Promise<AnswerCounts> {
+  const text = await (await fetch(`http://127.0.0.1:${webhook.healthPort}/metrics`)).text();
+  const counts: AnswerCounts = { hit: 0, miss: 0, bypass: 0 };
+  for (const match of text.matchAll(
+    /^prestop_injector_answer_cache_total\{result="(\w+)"\} (\d+)/gm,
+  )) {
+    counts[match[1] as keyof AnswerCounts] = Number(match[2]);
+  }
+  return counts;
 }
 
 async function measure(webhook: ServerProcess, floor: ServerProcess) {
-  const all = scenarios();
-  const results = new Map<string, Paired>(all.map((s) => [s.name, { webhook: [], floor: [] }]));
+  const all = chosenScenarios();
+  const results = new Map<string, Paired>(
+    all.map((s) => [s.name, { webhook: [], floor: [], hits: 0, answered: 0 }]),
+  );
   let webhookAnswers = 0;
   say(`warm-up: ${WARMUP_SECONDS} s per server and case`);
   for (const scenario of all) {
     for (const server of [webhook, floor]) {
       const warmup = { ...settings, durationSeconds: WARMUP_SECONDS };
-      const result = await load(server, scenario.body, warmup);
+      const result = await load(server, scenario.bodies, warmup, scenario.oneSequence);
       if (server === webhook) webhookAnswers += result.requests;
     }
   }
@@ -87,21 +133,32 @@ async function measure(webhook: ServerProcess, floor: ServerProcess) {
         round % 2 === 1 ? (['webhook', 'floor'] as const) : (['floor', 'webhook'] as const);
       for (const which of order) {
         const server = which === 'webhook' ? webhook : floor;
-        const result = await load(server, scenario.body, settings);
-        results.get(scenario.name)![which].push(result);
-        if (which === 'webhook') webhookAnswers += result.requests;
+        const paired = results.get(scenario.name)!;
+        const before = which === 'webhook' ? await answerCounts(webhook) : null;
+        const result = await load(server, scenario.bodies, settings, scenario.oneSequence);
+        paired[which].push(result);
+        if (before !== null) {
+          const after = await answerCounts(webhook);
+          paired.hits += after.hit - before.hit;
+          paired.answered += after.hit + after.miss + after.bypass;
+          paired.answered -= before.hit + before.miss + before.bypass;
+          webhookAnswers += result.requests;
+        }
       }
     }
-    const istio = results.get('istio pod')!;
-    say(
-      `round ${round}/${rounds}: istio pod ${istio.webhook.at(-1)!.rps.toFixed(0)} vs floor ${istio.floor.at(-1)!.rps.toFixed(0)} req/s`,
-    );
+    const line = all.map((scenario) => {
+      const { webhook: w, floor: f } = results.get(scenario.name)!;
+      return `${scenario.name} ${w.at(-1)!.rps.toFixed(0)} vs ${f.at(-1)!.rps.toFixed(0)}`;
+    });
+    say(`round ${round}/${rounds} (webhook vs floor, req/s): ${line.join('; ')}`);
   }
   return { all, results, webhookAnswers };
 }
 
 interface Row {
   scenario: Scenario;
+  /** Share of the webhook's admissions answered from its answer cache. */
+  hitShare: number;
   webhookRps: number;
   floorRps: number;
   ratio: number;
@@ -118,6 +175,7 @@ function summarize(scenario: Scenario, paired: Paired): Row {
   });
   return {
     scenario,
+    hitShare: paired.answered === 0 ? 0 : paired.hits / paired.answered,
     webhookRps: median(paired.webhook.map((r) => r.rps)),
     floorRps: median(paired.floor.map((r) => r.rps)),
     // Ratio per round (the two ran back to back), then the median.
@@ -130,12 +188,12 @@ function summarize(scenario: Scenario, paired: Paired): Row {
 function table(rows: Row[]): string {
   const ms = (n: number) => n.toFixed(2);
   const lines = [
-    '| case | body | webhook req/s | floor req/s | ratio | p50 ms | p99 ms | p99.9 ms | floor p50 / p99 / p99.9 ms | server CPU µs/req, webhook / floor |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| case | body | from cache | webhook req/s | floor req/s | ratio | p50 ms | p99 ms | p99.9 ms | floor p50 / p99 / p99.9 ms | server CPU µs/req, webhook / floor |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const row of rows) {
     lines.push(
-      `| ${row.scenario.name} | ${(row.scenario.body.length / 1024).toFixed(1)} KiB | ${row.webhookRps.toFixed(0)} | ${row.floorRps.toFixed(0)} | ${(row.ratio * 100).toFixed(1)}% | ${ms(row.webhook.p50)} | ${ms(row.webhook.p99)} | ${ms(row.webhook.p999)} | ${ms(row.floor.p50)} / ${ms(row.floor.p99)} / ${ms(row.floor.p999)} | ${row.webhook.cpuUs.toFixed(0)} / ${row.floor.cpuUs.toFixed(0)} |`,
+      `| ${row.scenario.name} | ${(row.scenario.bodies[0]!.length / 1024).toFixed(1)} KiB | ${(row.hitShare * 100).toFixed(1)}% | ${row.webhookRps.toFixed(0)} | ${row.floorRps.toFixed(0)} | ${(row.ratio * 100).toFixed(1)}% | ${ms(row.webhook.p50)} | ${ms(row.webhook.p99)} | ${ms(row.webhook.p999)} | ${ms(row.floor.p50)} / ${ms(row.floor.p99)} / ${ms(row.floor.p999)} | ${row.webhook.cpuUs.toFixed(0)} / ${row.floor.cpuUs.toFixed(0)} |`,
     );
   }
   return lines.join('\n');
@@ -180,9 +238,14 @@ async function profile(certs: DevCerts, work: string) {
     let requests = 0;
     try {
       // Startup and first-call compilation stay out of the ranking as far as a warm-up can.
-      await load(server, scenario.body, { ...settings, durationSeconds: WARMUP_SECONDS });
+      await load(
+        server,
+        scenario.bodies,
+        { ...settings, durationSeconds: WARMUP_SECONDS },
+        scenario.oneSequence,
+      );
       window.fromUs = monotonicUs();
-      const result = await load(server, scenario.body, settings);
+      const result = await load(server, scenario.bodies, settings, scenario.oneSequence);
       window.toUs = monotonicUs();
       requests = result.requests;
       say(
@@ -206,7 +269,12 @@ async function main() {
   say(
     `load: autocannon, HTTPS keep-alive, ${settings.connections} connections, pipelining 1, ${settings.durationSeconds} s per run, ${rounds} rounds`,
   );
-  say('load generator and servers share the machine; the ratio is measured in the same run\n');
+  if (CPUS !== null) pin(process.pid, CPUS.client);
+  say(
+    CPUS === null
+      ? 'load generator and servers share the CPUs; the ratio is measured in the same run\n'
+      : `load generator on CPU ${CPUS.client}, the server under load on CPU ${CPUS.server}; the ratio is measured in the same run\n`,
+  );
   try {
     if (args.profile) return await profile(certs, work);
 
@@ -218,7 +286,7 @@ async function main() {
       await checkAnswers(webhook, floor, certs);
       const { all, results, webhookAnswers } = await measure(webhook, floor);
       rows = all.map((s) => summarize(s, results.get(s.name)!));
-      answers = webhookAnswers + scenarios().length;
+      answers = webhookAnswers + 2 * chosenScenarios().length;
     } finally {
       await webhook.stop();
       await floor.stop();
@@ -242,7 +310,9 @@ async function main() {
     );
 
     if (args.json) {
-      const istio = rows.find((r) => r.scenario.name === 'istio pod')!;
+      const istio = rows.find((r) => r.scenario.name === 'istio pod');
+      if (istio === undefined)
+        throw new Error('--json reports the istio pod case: keep it in --only');
       say(
         JSON.stringify({
           webhook_rps: Math.round(istio.webhookRps),

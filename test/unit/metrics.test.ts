@@ -139,6 +139,10 @@ describe('GET /metrics', () => {
     assert.equal(moved(admissions('skipped', 'sleep')), 1, 'opted out: settings resolved');
     assert.equal(moved(admissions('skipped', 'none')), 1, 'DELETE: skipped before settings');
     assert.equal(moved(admissions('error', 'none')), 1);
+    // Replicas (the same pod but for its name) are planned once; DELETE and the error keep nothing.
+    assert.equal(moved('prestop_injector_answer_cache_total{result="hit"}'), 3);
+    assert.equal(moved('prestop_injector_answer_cache_total{result="miss"}'), 4);
+    assert.equal(moved('prestop_injector_answer_cache_total{result="bypass"}'), 2);
     assert.equal(moved('prestop_injector_admission_duration_seconds_count'), 9);
     assert.ok(moved('prestop_injector_admission_duration_seconds_sum') > 0);
     assert.equal(
@@ -176,19 +180,7 @@ describe('GET /metrics', () => {
 
   it('keeps each server in its own registry', async () => {
     const other = createMetrics();
-    other.observe(
-      {
-        outcome: 'mutated',
-        mode: 'drain',
-        policyWarnings: [],
-        response: {
-          apiVersion: 'admission.k8s.io/v1',
-          kind: 'AdmissionReview',
-          response: { uid: 'u', allowed: true },
-        },
-      },
-      0.001,
-    );
+    other.observe({ outcome: 'mutated', mode: 'drain', policyWarnings: [] }, 0.001);
     const mine = parseExposition((await metrics.render()).body);
     const theirs = parseExposition((await other.render()).body);
     assert.equal(theirs.get(admissions('mutated', 'drain')), 1);
