@@ -161,9 +161,9 @@ async function runServe(argv: readonly string[]): Promise<void> {
   const config = buildConfig(readRawOptions(argv, process.env));
   const logger = createLogger(config.logLevel);
   // Loaded here, not at the top: `inject` needs neither.
-  const { startCluster } = await import('./cluster.ts');
+  const { startClusterThread } = await import('./cluster-thread.ts');
   const { createMetrics } = await import('./metrics.ts');
-  const cluster = await startCluster(config, logger);
+  const cluster = await startClusterThread(config, logger);
   // The metrics read the certificate of the server they are given to.
   const serving: { server?: RunningServer } = {};
   const metrics = createMetrics({

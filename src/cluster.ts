@@ -20,7 +20,7 @@ import {
   type V1Namespace,
 } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import type { ServerConfig } from './config.ts';
+import { kubeconfigSource, type ServerConfig } from './config.ts';
 import { ANNOTATION_PREFIX } from './core/annotations.ts';
 import { NO_CLUSTER, type ClusterStats, type ClusterView } from './serve.ts';
 
@@ -64,6 +64,15 @@ export const DEFAULT_TIMINGS: ClusterTimings = {
   failedReadRetryMs: 5_000,
 };
 
+/** What changed in the view, for a copy of it kept elsewhere (see cluster-thread.ts). */
+export type ClusterChange =
+  | { kind: 'namespace'; name: string; annotations: Annotations }
+  | { kind: 'gone'; name: string }
+  | { kind: 'all'; namespaces: [string, Annotations][] }
+  | { kind: 'version'; version: string | null };
+
+export type ClusterListener = (change: ClusterChange) => void;
+
 export interface LiveClusterView extends ClusterView {
   stats(): ClusterStats;
   /** Reads the version and starts the informer; readiness waits for its first list. */
@@ -71,33 +80,32 @@ export interface LiveClusterView extends ClusterView {
 }
 
 function loadKubeConfig(config: ServerConfig): KubeConfig | null {
+  const source = kubeconfigSource(config);
+  if (source === null) return null;
   const kc = new KubeConfig();
-  const inCluster = process.env['KUBERNETES_SERVICE_HOST'] !== undefined;
-  if (config.cluster === 'off') return null;
-  if (config.kubeconfig !== '') {
+  if (source === 'file') {
     if (!existsSync(config.kubeconfig))
       throw new Error(`kubeconfig ${config.kubeconfig} does not exist`);
     kc.loadFromFile(config.kubeconfig);
-    return kc;
-  }
-  if (inCluster) {
+  } else if (source === 'in-cluster') {
     kc.loadFromCluster();
-    return kc;
-  }
-  if (config.cluster === 'on') {
+  } else {
     kc.loadFromDefault();
-    return kc;
   }
-  return null;
+  return kc;
 }
 
-export async function startCluster(config: ServerConfig, logger: Logger): Promise<ClusterView> {
+export async function startCluster(
+  config: ServerConfig,
+  logger: Logger,
+  onChange?: ClusterListener,
+): Promise<ClusterView> {
   const kc = loadKubeConfig(config);
   if (kc === null) {
     logger.info('no cluster configured: using pod annotations and server config only');
     return NO_CLUSTER;
   }
-  const view = createClusterView(kc, logger);
+  const view = createClusterView(kc, logger, DEFAULT_TIMINGS, onChange);
   await view.startWatching();
   return view;
 }
@@ -195,6 +203,7 @@ export function createClusterView(
   kc: KubeConfig,
   logger: Logger,
   timings: ClusterTimings = DEFAULT_TIMINGS,
+  onChange: ClusterListener = () => {},
 ): LiveClusterView {
   const core = kc.makeApiClient(CoreV1Api);
   const versionApi = kc.makeApiClient(VersionApi);
@@ -220,21 +229,32 @@ export function createClusterView(
   const touch = () => {
     stats.lastActivityMs = Date.now();
   };
+  const store = (name: string, annotations: Annotations) => {
+    namespaces.set(name, annotations);
+    failedReads.delete(name);
+  };
   const remember = (namespace: V1Namespace) => {
     const name = namespace.metadata?.name;
     if (name === undefined) return;
-    namespaces.set(name, ownAnnotations(namespace));
-    failedReads.delete(name);
+    const annotations = ownAnnotations(namespace);
+    store(name, annotations);
+    onChange({ kind: 'namespace', name, annotations });
   };
   const forget = (namespace: V1Namespace) => {
     const name = namespace.metadata?.name;
-    if (name !== undefined) namespaces.delete(name);
+    if (name === undefined) return;
+    namespaces.delete(name);
+    onChange({ kind: 'gone', name });
   };
   /** A full list is the truth: namespaces deleted while the watch was down go too. */
   const replaceAll = (items: readonly V1Namespace[]) => {
     namespaces.clear();
     failedReads.clear();
-    for (const item of items) remember(item);
+    for (const item of items) {
+      const name = item.metadata?.name;
+      if (name !== undefined) store(name, ownAnnotations(item));
+    }
+    onChange({ kind: 'all', namespaces: [...namespaces] });
   };
 
   function scheduleRestart(reason: string): void {
@@ -339,8 +359,9 @@ export function createClusterView(
       );
       if (info.gitVersion !== version) {
         logger.info({ version: info.gitVersion, previous: version }, 'API server version');
+        version = info.gitVersion;
+        onChange({ kind: 'version', version });
       }
-      version = info.gitVersion;
     } catch (error) {
       logger.warn(
         { error: describe(error), keeping: version },
@@ -360,7 +381,11 @@ export function createClusterView(
         'namespace read',
       );
       // The watch may have delivered it meanwhile: its copy is at least as new.
-      if (!namespaces.has(name)) namespaces.set(name, ownAnnotations(namespace));
+      if (!namespaces.has(name)) {
+        const annotations = ownAnnotations(namespace);
+        namespaces.set(name, annotations);
+        onChange({ kind: 'namespace', name, annotations });
+      }
       logger.info({ namespace: name }, 'namespace not in the cache yet: read it directly');
       return namespaces.get(name);
     } catch (error) {

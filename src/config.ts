@@ -308,3 +308,18 @@ export function configuredCapabilities(
   );
   return capabilitiesFor(version, config.capabilityOverrides);
 }
+
+/**
+ * Where the cluster's credentials come from, or null when the webhook runs
+ * without one: --kubeconfig, the in-cluster service account, or (only with
+ * --cluster on) the default kubeconfig.
+ */
+export function kubeconfigSource(
+  config: Pick<ServerConfig, 'cluster' | 'kubeconfig'>,
+  env: Readonly<Record<string, string | undefined>> = process.env,
+): 'file' | 'in-cluster' | 'default' | null {
+  if (config.cluster === 'off') return null;
+  if (config.kubeconfig !== '') return 'file';
+  if (env['KUBERNETES_SERVICE_HOST'] !== undefined) return 'in-cluster';
+  return config.cluster === 'on' ? 'default' : null;
+}
