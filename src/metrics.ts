@@ -3,7 +3,7 @@
 // can live in one process. Labels come from closed sets only: outcome, mode,
 // annotation key, API purpose; never a pod or namespace name.
 
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client';
 import type { ClusterStats, ClusterView } from './serve.ts';
 import type { AdmissionSummary, AnswerCacheResult } from './webhook/handler.ts';
 
@@ -27,6 +27,54 @@ export interface ServerMetrics {
 }
 
 type Mode = 'sleep' | 'drain' | 'none';
+
+/**
+ * A Prometheus histogram without labels whose observations are plain array
+ * updates: prom-client's Histogram hashes labels and converts each bound to
+ * a string on every observe, once per admission. Registered as a custom
+ * metric: the registry reads it through get().
+ */
+class TalliedHistogram {
+  readonly name: string;
+  readonly help: string;
+  readonly #bounds: readonly number[];
+  readonly #counts: Float64Array;
+  #sum = 0;
+  #count = 0;
+
+  constructor(name: string, help: string, bounds: readonly number[]) {
+    this.name = name;
+    this.help = help;
+    this.#bounds = bounds;
+    this.#counts = new Float64Array(bounds.length);
+  }
+
+  observe(value: number): void {
+    this.#sum += value;
+    this.#count++;
+    const bounds = this.#bounds;
+    for (let i = 0; i < bounds.length; i++) {
+      if (value <= bounds[i]!) {
+        this.#counts[i]!++;
+        return;
+      }
+    }
+  }
+
+  get() {
+    const values: { metricName: string; labels: Record<string, string | number>; value: number }[] =
+      [];
+    let cumulative = 0;
+    this.#bounds.forEach((bound, i) => {
+      cumulative += this.#counts[i]!;
+      values.push({ metricName: `${this.name}_bucket`, labels: { le: bound }, value: cumulative });
+    });
+    values.push({ metricName: `${this.name}_bucket`, labels: { le: '+Inf' }, value: this.#count });
+    values.push({ metricName: `${this.name}_sum`, labels: {}, value: this.#sum });
+    values.push({ metricName: `${this.name}_count`, labels: {}, value: this.#count });
+    return { name: this.name, help: this.help, type: 'histogram', values, aggregator: 'sum' };
+  }
+}
 
 interface Tally {
   labels: { result: string; mode: Mode };
@@ -122,12 +170,12 @@ export function createMetrics(sources: MetricsSources = {}): ServerMetrics {
     },
   });
 
-  const duration = new Histogram({
-    name: `${PREFIX}admission_duration_seconds`,
-    help: 'Time from a decoded AdmissionReview to its answer, in seconds',
-    buckets: DURATION_BUCKETS,
-    registers: [registry],
-  });
+  const duration = new TalliedHistogram(
+    `${PREFIX}admission_duration_seconds`,
+    'Time from a decoded AdmissionReview to its answer, in seconds',
+    DURATION_BUCKETS,
+  );
+  registry.registerMetric(duration as unknown as Metric);
 
   const warnings = new Counter({
     name: `${PREFIX}policy_warnings_total`,

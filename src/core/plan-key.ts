@@ -10,7 +10,7 @@
 // shape (a value of an unexpected type anywhere the planner looks) has no key
 // and is planned afresh: such pods are rare and best not reasoned about here.
 
-import { Annotation, ForeignAnnotation } from './annotations.ts';
+import { Annotation, ANNOTATION_PREFIX, ForeignAnnotation } from './annotations.ts';
 import type { Capabilities } from './capabilities.ts';
 import { EXIT_ON_ZERO_ENV } from './planner.ts';
 import { SETTING_SPECS } from './policy.ts';
@@ -26,6 +26,9 @@ const SETTING_KEYS = Object.values(SETTING_SPECS).map((spec) => spec.key);
 // two different pods cannot write the same key.
 const str = (text: string) => `${text.length}:${text}`;
 const optionalStr = (value: string | undefined) => (value === undefined ? '~' : str(value));
+
+/** settingsKey of annotations that hold none of the settings. */
+const NO_SETTINGS = `+${'~'.repeat(SETTING_KEYS.length)}`;
 
 /** The setting annotations of a pod or namespace; null if one is not a string. */
 export function settingsKey(annotations: unknown): string | null {
@@ -116,12 +119,23 @@ export function podKey(pod: unknown): string | null {
   if (!isRecord(spec)) return null;
   if (metadata !== undefined && !isRecord(metadata)) return null;
   const annotations = metadata?.['annotations'];
-  if (isRecord(annotations) && annotations[Annotation.status] !== undefined) return null;
-  const settings = settingsKey(annotations);
+  let settings: string | null = annotations === undefined ? '-' : null;
+  let istioConfig: unknown;
+  if (isRecord(annotations)) {
+    // One pass over the keys: most pods carry none of this project's.
+    let ours = false;
+    for (const name in annotations) {
+      if (name.startsWith(ANNOTATION_PREFIX)) ours = true;
+      else if (name === ForeignAnnotation.istioProxyConfig) istioConfig = annotations[name];
+    }
+    if (ours) {
+      if (annotations[Annotation.status] !== undefined) return null;
+      settings = settingsKey(annotations);
+    } else {
+      settings = NO_SETTINGS;
+    }
+  }
   if (settings === null) return null;
-  const istioConfig = isRecord(annotations)
-    ? annotations[ForeignAnnotation.istioProxyConfig]
-    : undefined;
   if (istioConfig !== undefined && typeof istioConfig !== 'string') return null;
 
   const { restartPolicy, terminationGracePeriodSeconds: grace } = spec;

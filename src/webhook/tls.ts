@@ -15,9 +15,11 @@ export interface KeyPair {
 }
 
 export function loadKeyPair(certPath: string, keyPath: string): KeyPair {
-  const cert = readFileSync(certPath);
-  const key = readFileSync(keyPath);
-  // Throws when the key does not match the certificate, or either is garbage.
+  return checkedPair(readFileSync(certPath), readFileSync(keyPath));
+}
+
+/** Throws when the key does not match the certificate, or either is garbage. */
+function checkedPair(cert: Buffer, key: Buffer): KeyPair {
   createSecureContext({ cert, key });
   const notAfterMs = Date.parse(new X509Certificate(cert).validTo);
   return { cert, key, notAfterMs };
@@ -70,11 +72,21 @@ export class CertificateWatcher {
     this.#debounce.unref();
   }
 
-  /** Reloads when the files differ from what is being served. */
+  /**
+   * Reloads when the files differ from what is being served. Unchanged files
+   * are only read and compared: checking a pair parses the key, which takes
+   * milliseconds of the event loop, every poll, from every admission in flight.
+   */
   check(): boolean {
     let next: KeyPair;
     try {
-      next = loadKeyPair(this.#options.certPath, this.#options.keyPath);
+      const cert = readFileSync(this.#options.certPath);
+      const key = readFileSync(this.#options.keyPath);
+      if (cert.equals(this.#current.cert) && key.equals(this.#current.key)) {
+        this.#lastError = '';
+        return false;
+      }
+      next = checkedPair(cert, key);
     } catch (error) {
       // Mid-swap, or a bad pair: keep serving the last good one, and say so once.
       const message = (error as Error).message;
@@ -83,7 +95,6 @@ export class CertificateWatcher {
       return false;
     }
     this.#lastError = '';
-    if (next.cert.equals(this.#current.cert) && next.key.equals(this.#current.key)) return false;
     this.#current = next;
     this.#options.onChange(next);
     return true;

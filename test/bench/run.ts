@@ -24,6 +24,8 @@ import { podStream, scenarios, type Scenario } from './reviews.ts';
 
 const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
 const WARMUP_SECONDS = 2;
+/** Runs with webhook and floor loaded together (see measure()). */
+const SHARED_ROUNDS = 3;
 
 const { values: args } = parseArgs({
   options: {
@@ -96,6 +98,8 @@ interface Paired {
   /** Webhook admissions answered from its answer cache, over all its runs. */
   hits: number;
   answered: number;
+  /** Webhook over floor req/s, per run with both loaded at once on one CPU. */
+  shared: number[];
 }
 
 type AnswerCounts = Record<'hit' | 'miss' | 'bypass', number>;
@@ -115,7 +119,7 @@ async function answerCounts(webhook: ServerProcess): Promise<AnswerCounts> {
 async function measure(webhook: ServerProcess, floor: ServerProcess) {
   const all = chosenScenarios();
   const results = new Map<string, Paired>(
-    all.map((s) => [s.name, { webhook: [], floor: [], hits: 0, answered: 0 }]),
+    all.map((s) => [s.name, { webhook: [], floor: [], hits: 0, answered: 0, shared: [] }]),
   );
   let webhookAnswers = 0;
   say(`warm-up: ${WARMUP_SECONDS} s per server and case`);
@@ -152,6 +156,24 @@ async function measure(webhook: ServerProcess, floor: ServerProcess) {
     });
     say(`round ${round}/${rounds} (webhook vs floor, req/s): ${line.join('; ')}`);
   }
+  if (CPUS !== null) {
+    // Both at once on the server CPU: the scheduler gives each half of it, so
+    // their req/s compare what a request costs each, and a slow spell of the
+    // machine slows both alike (run after run, alternating, it does not).
+    for (let round = 1; round <= SHARED_ROUNDS; round++) {
+      for (const scenario of all) {
+        const [w, f] = await Promise.all(
+          [webhook, floor].map((server) =>
+            load(server, scenario.bodies, settings, scenario.oneSequence),
+          ),
+        );
+        results.get(scenario.name)!.shared.push(w!.rps / f!.rps);
+        webhookAnswers += w!.requests;
+      }
+    }
+    const line = all.map((s) => `${s.name} ${median(results.get(s.name)!.shared).toFixed(3)}`);
+    say(`sharing CPU ${CPUS.server} (webhook / floor req/s): ${line.join('; ')}`);
+  }
   return { all, results, webhookAnswers };
 }
 
@@ -159,6 +181,8 @@ interface Row {
   scenario: Scenario;
   /** Share of the webhook's admissions answered from its answer cache. */
   hitShare: number;
+  /** Median webhook / floor req/s sharing one CPU; null where it cannot be pinned. */
+  sharedRatio: number | null;
   webhookRps: number;
   floorRps: number;
   ratio: number;
@@ -176,6 +200,7 @@ function summarize(scenario: Scenario, paired: Paired): Row {
   return {
     scenario,
     hitShare: paired.answered === 0 ? 0 : paired.hits / paired.answered,
+    sharedRatio: paired.shared.length === 0 ? null : median(paired.shared),
     webhookRps: median(paired.webhook.map((r) => r.rps)),
     floorRps: median(paired.floor.map((r) => r.rps)),
     // Ratio per round (the two ran back to back), then the median.
@@ -188,12 +213,12 @@ function summarize(scenario: Scenario, paired: Paired): Row {
 function table(rows: Row[]): string {
   const ms = (n: number) => n.toFixed(2);
   const lines = [
-    '| case | body | from cache | webhook req/s | floor req/s | ratio | p50 ms | p99 ms | p99.9 ms | floor p50 / p99 / p99.9 ms | server CPU µs/req, webhook / floor |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| case | body | from cache | webhook req/s | floor req/s | ratio | ratio sharing a CPU | p50 ms | p99 ms | p99.9 ms | floor p50 / p99 / p99.9 ms | server CPU µs/req, webhook / floor |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const row of rows) {
     lines.push(
-      `| ${row.scenario.name} | ${(row.scenario.bodies[0]!.length / 1024).toFixed(1)} KiB | ${(row.hitShare * 100).toFixed(1)}% | ${row.webhookRps.toFixed(0)} | ${row.floorRps.toFixed(0)} | ${(row.ratio * 100).toFixed(1)}% | ${ms(row.webhook.p50)} | ${ms(row.webhook.p99)} | ${ms(row.webhook.p999)} | ${ms(row.floor.p50)} / ${ms(row.floor.p99)} / ${ms(row.floor.p999)} | ${row.webhook.cpuUs.toFixed(0)} / ${row.floor.cpuUs.toFixed(0)} |`,
+      `| ${row.scenario.name} | ${(row.scenario.bodies[0]!.length / 1024).toFixed(1)} KiB | ${(row.hitShare * 100).toFixed(1)}% | ${row.webhookRps.toFixed(0)} | ${row.floorRps.toFixed(0)} | ${(row.ratio * 100).toFixed(1)}% | ${row.sharedRatio === null ? 'n/a' : `${(row.sharedRatio * 100).toFixed(1)}%`} | ${ms(row.webhook.p50)} | ${ms(row.webhook.p99)} | ${ms(row.webhook.p999)} | ${ms(row.floor.p50)} / ${ms(row.floor.p99)} / ${ms(row.floor.p999)} | ${row.webhook.cpuUs.toFixed(0)} / ${row.floor.cpuUs.toFixed(0)} |`,
     );
   }
   return lines.join('\n');

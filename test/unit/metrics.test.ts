@@ -150,6 +150,14 @@ describe('GET /metrics', () => {
       9,
       'the histogram holds every admission',
     );
+    const buckets = [...second.samples]
+      .filter(([key]) => key.startsWith('prestop_injector_admission_duration_seconds_bucket'))
+      .map(([, count]) => count);
+    assert.ok(buckets.length > 2, 'buckets exposed');
+    assert.ok(
+      buckets.every((count, i) => i === 0 || count >= buckets[i - 1]!),
+      'buckets are cumulative',
+    );
     assert.equal(
       moved(
         `prestop_injector_policy_warnings_total{annotation="${Annotation.delaySeconds}",source="pod"}`,
