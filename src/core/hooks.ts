@@ -36,13 +36,18 @@ const LOOPBACK_PATTERNS =
  * sidecar's outbound port) stays open until the app exits, so counting them
  * would always run to the timeout. The sidecar's hold covers those.
  *
- * With `quietSeconds` > 0 it also ends once the pod's TCP counters
- * (/proc/net/snmp, one set per network namespace) have not moved for that
- * many seconds in a row: a load balancer's pooled keep-alive connections stay
- * ESTABLISHED and idle long after it stopped using them, and no socket table
- * tells an idle connection from one whose request is still being worked on.
- * Silence is what they have in common, so the setting must exceed the longest
- * time a request stays silent. An unreadable file never counts as quiet.
+ * With `quietSeconds` > 0 it also ends once the pod has been quiet that many
+ * seconds in a row: no connection opened and no TCP segment in or out beyond
+ * what closing connections exchange (read from /proc/net/snmp, one set of
+ * counters per network namespace). A load balancer's pooled keep-alive
+ * connections stay ESTABLISHED and idle long after it stopped using them, and
+ * no socket table tells an idle connection from one whose request is still
+ * being worked on; silence is what they have in common, so the setting must
+ * exceed the longest time a request stays silent. Closes are not activity:
+ * load balancers close idle pooled connections a few at a time (HAProxy halves
+ * its idle pool every 5 s), and each close would otherwise restart the count.
+ * A clean close exchanges at most four segments (FIN and ACK each way). An
+ * unreadable file never counts as quiet.
  */
 export function drainScript(
   delaySeconds: number,
@@ -78,22 +83,50 @@ export function drainScript(
     return lines.join('\n');
   }
   lines.push(
-    // The second "Tcp:" line holds the values; any TCP segment in or out moves it.
+    // The first "Tcp:" line names the counters, the second holds them: op counts
+    // connections opened, es established ones, sg segments in, out and resent
+    // (names apart from inbound()'s, whose loop sets s).
     'tcp() {',
-    "  t=''",
-    '  [ -r /proc/net/snmp ] || return 0',
-    '  while read -r k v; do [ "$k" = Tcp: ] && t=$v; done < /proc/net/snmp',
+    "  h=''",
+    "  v=''",
+    '  [ -r /proc/net/snmp ] || return 1',
+    '  while read -r k w; do',
+    '    [ "$k" = Tcp: ] || continue',
+    '    if [ -z "$h" ]; then h=$w; else v=$w; fi',
+    '  done < /proc/net/snmp',
+    '  [ -n "$v" ] || return 1',
+    '  op=0',
+    '  es=0',
+    '  sg=0',
+    '  set -- $v',
+    '  for n in $h; do',
+    '    case "$n" in',
+    '      ActiveOpens | PassiveOpens) op=$((op + $1)) ;;',
+    '      CurrEstab) es=$1 ;;',
+    '      InSegs | OutSegs | RetransSegs) sg=$((sg + $1)) ;;',
+    '    esac',
+    '    shift',
+    '  done',
     '}',
     'i=0',
     'q=0',
-    'tcp',
-    'p=$t',
+    "pop=''",
+    'if tcp; then pop=$op; pes=$es; psg=$sg; fi',
     `while [ "$i" -lt ${timeoutSeconds} ] && [ "$q" -lt ${quietSeconds} ] && inbound; do`,
     '  sleep 1',
     '  i=$((i + 1))',
-    '  tcp',
-    '  if [ -n "$t" ] && [ "$t" = "$p" ]; then q=$((q + 1)); else q=0; fi',
-    '  p=$t',
+    '  if tcp && [ -n "$pop" ]; then',
+    // Closed meanwhile: those opened, less the rise in established ones.
+    '    c=$((op - pop - (es - pes)))',
+    '    if [ "$op" = "$pop" ] && [ $((sg - psg)) -le $((4 * c)) ]; then q=$((q + 1)); else q=0; fi',
+    '    pop=$op',
+    '    pes=$es',
+    '    psg=$sg',
+    '  else',
+    '    q=0',
+    "    pop=''",
+    '    if tcp; then pop=$op; pes=$es; psg=$sg; fi',
+    '  fi',
     'done',
     '',
   );

@@ -13,7 +13,7 @@ interface Connection {
   uid?: number;
   /** Connect over loopback, as a container of the same pod would; default: from outside. */
   loopback?: boolean;
-  /** Close after this many ms; omit to hold until the script ends. */
+  /** The client closes it after this many ms; omit to hold it until the script ends. */
   closeAfterMs?: number;
   /** Send a byte every 250 ms for this many ms, then stay idle (from outside only). */
   chattyMs?: number;
@@ -65,10 +65,9 @@ for (const connection of scenario.connections) {
       setTimeout(() => clearInterval(ticker), connection.chattyMs);
     }
     if (connection.closeAfterMs !== undefined) {
-      setTimeout(() => {
-        client.destroy();
-        for (const s of sockets) s.destroy();
-      }, connection.closeAfterMs);
+      // The client closes, as a load balancer purging an idle pooled
+      // connection does; this end closes when it sees that (allowHalfOpen off).
+      setTimeout(() => client.end(), connection.closeAfterMs);
     }
   } else {
     // setpriv rather than spawn's uid: the checkout (and this Node binary) may

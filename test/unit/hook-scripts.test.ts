@@ -90,6 +90,30 @@ for (const [name, shell] of Object.entries(SHELLS)) {
       );
     });
 
+    it('with a quiet period, is not held by pooled connections closed a few at a time', () => {
+      // As HAProxy purges an idle pool: a close every 1.5 s, more often than the quiet period.
+      const closes = [1500, 3000, 4500, 6000, 7500, 9000].map((ms) => ({ closeAfterMs: ms }));
+      const { elapsedMs, exitCode } = runScript(shell, drainScript(1, 20, 2), closes);
+      assert.equal(exitCode, 0);
+      assert.ok(
+        elapsedMs >= 3000 && elapsedMs < 7000,
+        `took ${elapsedMs} ms; delay 1 + 2 quiet seconds, the last close at 9 s`,
+      );
+    });
+
+    it('with a quiet period, counts traffic as traffic even while connections close', () => {
+      const { elapsedMs, exitCode } = runScript(shell, drainScript(1, 20, 2), [
+        { chattyMs: 4500 },
+        { closeAfterMs: 1500 },
+        { closeAfterMs: 3000 },
+      ]);
+      assert.equal(exitCode, 0);
+      assert.ok(
+        elapsedMs >= 6000 && elapsedMs < 12_000,
+        `took ${elapsedMs} ms; traffic until 4.5 s, then 2 quiet seconds`,
+      );
+    });
+
     it('with a quiet period, keeps waiting while traffic flows', () => {
       const { elapsedMs, exitCode } = runScript(shell, drainScript(1, 20, 2), [{ chattyMs: 4500 }]);
       assert.equal(exitCode, 0);
