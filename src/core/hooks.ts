@@ -38,16 +38,20 @@ const LOOPBACK_PATTERNS =
  *
  * With `quietSeconds` > 0 it also ends once the pod has been quiet that many
  * seconds in a row: no connection opened and no TCP segment in or out beyond
- * what closing connections exchange (read from /proc/net/snmp, one set of
- * counters per network namespace). A load balancer's pooled keep-alive
- * connections stay ESTABLISHED and idle long after it stopped using them, and
- * no socket table tells an idle connection from one whose request is still
- * being worked on; silence is what they have in common, so the setting must
- * exceed the longest time a request stays silent. Closes are not activity:
- * load balancers close idle pooled connections a few at a time (HAProxy halves
- * its idle pool every 5 s), and each close would otherwise restart the count.
- * A clean close exchanges at most four segments (FIN and ACK each way). An
- * unreadable file never counts as quiet.
+ * what closing connections and keepalive probes exchange (read from
+ * /proc/net/snmp and /proc/net/netstat, one set of counters per network
+ * namespace). A load balancer's pooled keep-alive connections stay
+ * ESTABLISHED and idle long after it stopped using them, and no socket table
+ * tells an idle connection from one whose request is still being worked on;
+ * silence is what they have in common, so the setting must exceed the
+ * longest time a request stays silent. What idle connections still exchange
+ * is not activity: load balancers close idle pooled connections a few at a
+ * time (HAProxy halves its idle pool every 5 s), and clients with TCP
+ * keepalive probe idle ones every second or so (Node.js agents do, as do the
+ * pool between a mesh sidecar and its app); each would otherwise restart the
+ * count. A clean close exchanges at most four segments (FIN and ACK each
+ * way), a probe at most four counted in the pod (two, each seen twice over
+ * loopback). An unreadable file never counts as quiet.
  */
 export function drainScript(
   delaySeconds: number,
@@ -83,50 +87,68 @@ export function drainScript(
     return lines.join('\n');
   }
   lines.push(
-    // The first "Tcp:" line names the counters, the second holds them: op counts
-    // connections opened, es established ones, sg segments in, out and resent
-    // (names apart from inbound()'s, whose loop sets s).
-    'tcp() {',
+    // h and v: the names and the values of a /proc/net file's lines under a
+    // prefix ("Tcp:", "TcpExt:"), which come in pairs.
+    'pair() {',
     "  h=''",
     "  v=''",
-    '  [ -r /proc/net/snmp ] || return 1',
     '  while read -r k w; do',
-    '    [ "$k" = Tcp: ] || continue',
+    '    [ "$k" = "$2" ] || continue',
     '    if [ -z "$h" ]; then h=$w; else v=$w; fi',
-    '  done < /proc/net/snmp',
-    '  [ -n "$v" ] || return 1',
+    '  done < "$1"',
+    '}',
+    // op: connections opened; es: established ones; sg: segments in, out and
+    // resent; ka: keepalive probes sent. Names apart from inbound()'s, whose
+    // loop sets s.
+    'tcp() {',
+    '  [ -r /proc/net/snmp ] || return 1',
+    '  pair /proc/net/snmp Tcp:',
     '  op=0',
-    '  es=0',
+    "  es=''",
     '  sg=0',
+    '  m=0',
     '  set -- $v',
     '  for n in $h; do',
     '    case "$n" in',
-    '      ActiveOpens | PassiveOpens) op=$((op + $1)) ;;',
+    '      ActiveOpens | PassiveOpens) op=$((op + $1)) m=$((m + 1)) ;;',
+    '      InSegs | OutSegs | RetransSegs) sg=$((sg + $1)) m=$((m + 1)) ;;',
     '      CurrEstab) es=$1 ;;',
-    '      InSegs | OutSegs | RetransSegs) sg=$((sg + $1)) ;;',
     '    esac',
-    '    shift',
+    '    [ $# -gt 0 ] && shift',
     '  done',
+    '  [ "$m" = 5 ] && [ -n "$es" ] || return 1',
+    // Without the count, keepalive probes count as traffic: never quiet sooner.
+    '  ka=0',
+    '  [ -r /proc/net/netstat ] || return 0',
+    '  pair /proc/net/netstat TcpExt:',
+    '  set -- $v',
+    '  for n in $h; do',
+    '    [ "$n" = TCPKeepAlive ] && ka=$1',
+    '    [ $# -gt 0 ] && shift',
+    '  done',
+    '  return 0',
     '}',
     'i=0',
     'q=0',
     "pop=''",
-    'if tcp; then pop=$op; pes=$es; psg=$sg; fi',
+    'if tcp; then pop=$op; pes=$es; psg=$sg; pka=$ka; fi',
     `while [ "$i" -lt ${timeoutSeconds} ] && [ "$q" -lt ${quietSeconds} ] && inbound; do`,
     '  sleep 1',
     '  i=$((i + 1))',
     '  if tcp && [ -n "$pop" ]; then',
     // Closed meanwhile: those opened, less the rise in established ones.
-    '    c=$((op - pop - (es - pes)))',
-    '    if [ "$op" = "$pop" ] && [ $((sg - psg)) -le $((4 * c)) ]; then q=$((q + 1)); else q=0; fi',
-    '    pop=$op',
-    '    pes=$es',
-    '    psg=$sg',
+    '    d=$((op - pop - (es - pes)))',
+    '    b=$((4 * d + 4 * (ka - pka)))',
+    '    if [ "$op" = "$pop" ] && [ $((sg - psg)) -le "$b" ]; then q=$((q + 1)); else q=0; fi',
     '  else',
     '    q=0',
     "    pop=''",
-    '    if tcp; then pop=$op; pes=$es; psg=$sg; fi',
+    '    tcp || continue',
     '  fi',
+    '  pop=$op',
+    '  pes=$es',
+    '  psg=$sg',
+    '  pka=$ka',
     'done',
     '',
   );

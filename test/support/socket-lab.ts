@@ -17,6 +17,8 @@ interface Connection {
   closeAfterMs?: number;
   /** Send a byte every 250 ms for this many ms, then stay idle (from outside only). */
   chattyMs?: number;
+  /** TCP keepalive on the client: probes once idle this long (whole seconds), then every second. */
+  keepAliveMs?: number;
 }
 
 interface Scenario {
@@ -60,6 +62,7 @@ for (const connection of scenario.connections) {
       const socket = connect(ownPort, host, () => resolve(socket));
       sockets.push(socket);
     });
+    if (connection.keepAliveMs !== undefined) client.setKeepAlive(true, connection.keepAliveMs);
     if (connection.chattyMs !== undefined) {
       const ticker = setInterval(() => client.write('.'), 250);
       setTimeout(() => clearInterval(ticker), connection.chattyMs);

@@ -16,6 +16,7 @@ interface Connection {
   closeAfterMs?: number;
   loopback?: boolean;
   chattyMs?: number;
+  keepAliveMs?: number;
 }
 
 function runScript(
@@ -98,6 +99,19 @@ for (const [name, shell] of Object.entries(SHELLS)) {
       assert.ok(
         elapsedMs >= 3000 && elapsedMs < 7000,
         `took ${elapsedMs} ms; delay 1 + 2 quiet seconds, the last close at 9 s`,
+      );
+    });
+
+    it('with a quiet period, is not held by idle connections probed by TCP keepalive', () => {
+      // As a Node.js agent's pool does, or the one between a sidecar and its app: a probe a second.
+      const { elapsedMs, exitCode } = runScript(shell, drainScript(1, 20, 2), [
+        { keepAliveMs: 1000 },
+        { keepAliveMs: 1000, loopback: true },
+      ]);
+      assert.equal(exitCode, 0);
+      assert.ok(
+        elapsedMs >= 3000 && elapsedMs < 7000,
+        `took ${elapsedMs} ms; delay 1 + 2 quiet seconds, timeout 20`,
       );
     });
 
