@@ -3,6 +3,7 @@
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getFreePorts } from '../support/free-port.ts';
 import type { DevCerts } from '../support/reviews.ts';
@@ -62,6 +63,8 @@ export interface WebhookOptions {
   certs: DevCerts;
   /** Extra node flags, such as --cpu-prof. */
   nodeArgs?: string[];
+  /** Another checkout of this project (with its node_modules) to run instead of this one. */
+  checkout?: string;
 }
 
 export interface WebhookProcess extends ServerProcess {
@@ -88,7 +91,7 @@ export async function startWebhook(options: WebhookOptions): Promise<WebhookProc
     process.execPath,
     [
       ...(options.nodeArgs ?? []),
-      CLI,
+      options.checkout === undefined ? CLI : join(options.checkout, 'src', 'cli.ts'),
       'serve',
       ...['--host', '127.0.0.1', '--port', String(port), '--health-port', String(healthPort)],
       ...['--tls-cert', options.certs.cert, '--tls-key', options.certs.key],

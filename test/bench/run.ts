@@ -1,5 +1,6 @@
 // npm run bench [-- --duration S --rounds N --connections C --docs N --json]
 // npm run bench -- --profile [--case 'plain pod'|'istio pod'|'opted-out pod']
+// npm run bench -- --against DIR [--only CASES]   (DIR: another checkout, built)
 //
 // Admission throughput and latency of the real `serve` process against a
 // floor (a bare Fastify HTTPS route on the same certificate that parses the
@@ -37,6 +38,7 @@ const { values: args } = parseArgs({
     profile: { type: 'boolean', default: false },
     case: { type: 'string', default: 'istio pod' },
     only: { type: 'string' },
+    against: { type: 'string' },
   },
 });
 
@@ -248,6 +250,40 @@ function measureCli(work: string) {
   return { docs, startupMs: startup, injectMs: inject };
 }
 
+/**
+ * --against DIR: the floor, the webhook of another checkout (DIR, with its
+ * node_modules) and this one, loaded at once on the server CPU for --rounds
+ * runs of each case; each one's req/s over the floor's, per run, and their
+ * medians. A before/after in one run: the machine's slow spells hit all three.
+ */
+async function against(certs: DevCerts, checkout: string) {
+  if (CPUS === null) throw new Error('--against needs two CPUs and taskset, to share one CPU');
+  const floor = await startFloor(certs);
+  const other = await startWebhook({ certs, checkout });
+  const mine = await startWebhook({ certs });
+  try {
+    for (const scenario of chosenScenarios()) {
+      const servers = [floor, other, mine];
+      const warmup = { ...settings, durationSeconds: WARMUP_SECONDS };
+      for (const server of servers)
+        await load(server, scenario.bodies, warmup, scenario.oneSequence);
+      const ratios: [number[], number[]] = [[], []];
+      for (let round = 1; round <= rounds; round++) {
+        const [f, o, m] = await Promise.all(
+          servers.map((server) => load(server, scenario.bodies, settings, scenario.oneSequence)),
+        );
+        ratios[0].push(o!.rps / f!.rps);
+        ratios[1].push(m!.rps / f!.rps);
+      }
+      const show = (values: number[]) =>
+        `${(median(values) * 100).toFixed(1)}% (${values.map((v) => (v * 100).toFixed(0)).join(' ')})`;
+      say(`${scenario.name}: ${checkout} ${show(ratios[0])}; this checkout ${show(ratios[1])}`);
+    }
+  } finally {
+    for (const server of [floor, other, mine]) await server.stop();
+  }
+}
+
 /** Each server alone under one case's load (--case), under --cpu-prof; its functions ranked. */
 async function profile(certs: DevCerts, work: string) {
   const scenario = scenarios().find((s) => s.name === args.case);
@@ -302,6 +338,10 @@ async function main() {
   );
   try {
     if (args.profile) return await profile(certs, work);
+    if (args.against !== undefined) {
+      say(`sharing CPU ${CPUS?.server}: webhook req/s over the floor's, per run and the median`);
+      return await against(certs, args.against);
+    }
 
     const webhook = await startWebhook({ certs });
     const floor = await startFloor(certs);
