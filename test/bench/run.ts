@@ -1,6 +1,6 @@
 // npm run bench [-- --duration S --rounds N --connections C --docs N --json]
 // npm run bench -- --profile [--case 'plain pod'|'istio pod'|'opted-out pod']
-// npm run bench -- --against DIR [--only CASES]   (DIR: another checkout, built)
+// npm run bench -- --against DIR [--only CASES]   (DIR: another checkout, with node_modules)
 //
 // Admission throughput and latency of the real `serve` process against a
 // floor (a bare Fastify HTTPS route on the same certificate that parses the
@@ -118,6 +118,13 @@ async function answerCounts(webhook: ServerProcess): Promise<AnswerCounts> {
   return counts;
 }
 
+/** The servers loaded at once with one case; pinned, they share the server CPU. */
+function loadTogether(servers: readonly ServerProcess[], scenario: Scenario) {
+  return Promise.all(
+    servers.map((server) => load(server, scenario.bodies, settings, scenario.oneSequence)),
+  );
+}
+
 async function measure(webhook: ServerProcess, floor: ServerProcess) {
   const all = chosenScenarios();
   const results = new Map<string, Paired>(
@@ -164,11 +171,7 @@ async function measure(webhook: ServerProcess, floor: ServerProcess) {
     // machine slows both alike (run after run, alternating, it does not).
     for (let round = 1; round <= SHARED_ROUNDS; round++) {
       for (const scenario of all) {
-        const [w, f] = await Promise.all(
-          [webhook, floor].map((server) =>
-            load(server, scenario.bodies, settings, scenario.oneSequence),
-          ),
-        );
+        const [w, f] = await loadTogether([webhook, floor], scenario);
         results.get(scenario.name)!.shared.push(w!.rps / f!.rps);
         webhookAnswers += w!.requests;
       }
@@ -258,6 +261,7 @@ function measureCli(work: string) {
  */
 async function against(certs: DevCerts, checkout: string) {
   if (CPUS === null) throw new Error('--against needs two CPUs and taskset, to share one CPU');
+  say(`sharing CPU ${CPUS.server}: webhook req/s over the floor's, per run and the median`);
   const floor = await startFloor(certs);
   const other = await startWebhook({ certs, checkout });
   const mine = await startWebhook({ certs });
@@ -269,9 +273,7 @@ async function against(certs: DevCerts, checkout: string) {
         await load(server, scenario.bodies, warmup, scenario.oneSequence);
       const ratios: [number[], number[]] = [[], []];
       for (let round = 1; round <= rounds; round++) {
-        const [f, o, m] = await Promise.all(
-          servers.map((server) => load(server, scenario.bodies, settings, scenario.oneSequence)),
-        );
+        const [f, o, m] = await loadTogether(servers, scenario);
         ratios[0].push(o!.rps / f!.rps);
         ratios[1].push(m!.rps / f!.rps);
       }
@@ -338,10 +340,7 @@ async function main() {
   );
   try {
     if (args.profile) return await profile(certs, work);
-    if (args.against !== undefined) {
-      say(`sharing CPU ${CPUS?.server}: webhook req/s over the floor's, per run and the median`);
-      return await against(certs, args.against);
-    }
+    if (args.against !== undefined) return await against(certs, args.against);
 
     const webhook = await startWebhook({ certs });
     const floor = await startFloor(certs);
