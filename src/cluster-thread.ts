@@ -231,7 +231,8 @@ export function startClusterThread(
     };
 
     const view: ThreadedClusterView = {
-      async namespaceAnnotations(name) {
+      // Not async: a namespace in the copy is answered without a promise.
+      namespaceAnnotations(name) {
         return namespaces.get(name) ?? readThroughWorker(name);
       },
       serverVersion: () => version,

@@ -41,7 +41,7 @@ try {
     const poll = setInterval(() => postStats(), STATS_EVERY_MS);
     port.on('message', (message: ToWorker) => {
       if (message.type === 'read') {
-        void view.namespaceAnnotations(message.name).then((annotations) => {
+        void Promise.resolve(view.namespaceAnnotations(message.name)).then((annotations) => {
           postStats();
           post({ type: 'read', id: message.id, annotations });
         });

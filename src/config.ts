@@ -18,6 +18,7 @@ import {
   type SettingName,
   type Settings,
 } from './core/policy.ts';
+import { ADMISSION_LOG_MODES, type AdmissionLogMode } from './webhook/admission-log.ts';
 
 export interface OptionSpec {
   flag: string;
@@ -166,6 +167,13 @@ export const OPTIONS = {
     default: 'info',
     description: 'pino log level',
   },
+  admissionLog: {
+    flag: 'admission-log',
+    env: 'PRESTOP_ADMISSION_LOG',
+    default: 'grouped',
+    description:
+      'A line per admission (each), or pods answered from a kept plan grouped by plan, up to 50 per line within 1 s (grouped); every uid is logged either way',
+  },
 } as const satisfies Record<string, OptionSpec>;
 
 export type OptionName = keyof typeof OPTIONS;
@@ -255,6 +263,7 @@ export interface ServerConfig {
   kubeconfig: string;
   ownNamespace: string;
   logLevel: string;
+  admissionLog: AdmissionLogMode;
   shutdownDelayMs: number;
 }
 
@@ -271,6 +280,11 @@ export function buildConfig(raw: RawOptions): ServerConfig {
   if (!Number.isFinite(shutdownDelay) || shutdownDelay < 0 || shutdownDelay > 300) {
     throw new ConfigError('--shutdown-delay-seconds: expected a number of seconds, 0..300');
   }
+  const admissionLog = ADMISSION_LOG_MODES.find((mode) => mode === raw.admissionLog);
+  if (admissionLog === undefined)
+    throw new ConfigError(
+      `--admission-log: expected ${ADMISSION_LOG_MODES.join(' or ')}, got ${JSON.stringify(raw.admissionLog)}`,
+    );
   const certPoll = Number(raw.certPollSeconds);
   if (!Number.isFinite(certPoll) || certPoll <= 0)
     throw new ConfigError('--cert-poll-seconds: expected a positive number');
@@ -294,6 +308,7 @@ export function buildConfig(raw: RawOptions): ServerConfig {
     kubeconfig: raw.kubeconfig,
     ownNamespace: raw.ownNamespace,
     logLevel: raw.logLevel,
+    admissionLog,
     shutdownDelayMs: shutdownDelay * 1000,
   };
 }

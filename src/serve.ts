@@ -9,7 +9,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { configuredCapabilities, OPTIONS, type ServerConfig } from './config.ts';
 import type { Capabilities } from './core/capabilities.ts';
-import type { AdmissionEnvironment } from './webhook/handler.ts';
+import type { AdmissionEnvironment, NamespaceAnnotations } from './webhook/handler.ts';
 import { SYSTEM_NAMESPACES } from './webhook/handler.ts';
 import {
   createHealthApp,
@@ -21,7 +21,8 @@ import { CertificateWatcher } from './webhook/tls.ts';
 
 /** What the webhook knows of the cluster. Without one, it knows nothing. */
 export interface ClusterView {
-  namespaceAnnotations(namespace: string): Promise<Readonly<Record<string, string>> | undefined>;
+  /** From the cache at once when it knows the namespace; a promise when it must ask. */
+  namespaceAnnotations(namespace: string): NamespaceAnnotations | Promise<NamespaceAnnotations>;
   /** gitVersion of the API server, or null when unknown. */
   serverVersion(): string | null;
   readiness(): { ready: boolean; reason?: string };
@@ -40,7 +41,7 @@ export interface ClusterStats {
 }
 
 export const NO_CLUSTER: ClusterView = {
-  namespaceAnnotations: async () => undefined,
+  namespaceAnnotations: () => undefined,
   serverVersion: () => null,
   readiness: () => ({ ready: true }),
   stop: async () => {},
@@ -139,6 +140,7 @@ export async function startServer(
     keyPair: certificates.current,
     environment,
     logger,
+    admissionLog: config.admissionLog,
     ...(options.observe === undefined ? {} : { observe: options.observe }),
   });
   serving.app = webhook;

@@ -8,7 +8,7 @@ import { mutatePod } from '../core/mutate.ts';
 import { planKey } from '../core/plan-key.ts';
 import type { PlannerConfig } from '../core/planner.ts';
 import type { PolicyWarning, Settings } from '../core/policy.ts';
-import { isPodLike } from '../core/types.ts';
+import { isPodLike, type PodLike } from '../core/types.ts';
 import {
   allowedBody,
   diffPatch,
@@ -30,12 +30,15 @@ export const SYSTEM_NAMESPACES: readonly string[] = [
 /** Distinct templates answered from memory; a cluster rolls out far fewer at once. */
 export const ANSWER_CACHE_ENTRIES = 512;
 
+/** Annotations of a namespace, or undefined when unknown. */
+export type NamespaceAnnotations = Readonly<Record<string, string>> | undefined;
+
 export interface AdmissionEnvironment {
   defaults: Settings;
   planner: PlannerConfig;
   capabilities(): Capabilities;
-  /** Annotations of a namespace, or undefined when unknown. */
-  namespaceAnnotations(namespace: string): Promise<Readonly<Record<string, string>> | undefined>;
+  /** A promise only when the view must ask: a known namespace is answered at once. */
+  namespaceAnnotations(namespace: string): NamespaceAnnotations | Promise<NamespaceAnnotations>;
   excludedNamespaces: ReadonlySet<string>;
 }
 
@@ -66,7 +69,13 @@ export interface AdmissionResult {
   cache: AnswerCacheResult;
 }
 
-export type AdmissionHandler = (request: AdmissionRequest) => Promise<AdmissionResult>;
+/**
+ * Synchronous when the namespace is known, as nearly always: a promise (and
+ * the turns of the microtask queue it takes) only when the view must ask.
+ */
+export type AdmissionHandler = (
+  request: AdmissionRequest,
+) => AdmissionResult | Promise<AdmissionResult>;
 
 /** A planned answer, less the uid and version it is sent under. */
 interface Answer {
@@ -123,7 +132,7 @@ function plan(
   object: Parameters<typeof mutatePod>[0],
   env: AdmissionEnvironment,
   capabilities: Capabilities,
-  namespaceAnnotations: Readonly<Record<string, string>> | undefined,
+  namespaceAnnotations: NamespaceAnnotations,
 ): Answer {
   const mutation = mutatePod(object, {
     defaults: env.defaults,
@@ -158,7 +167,53 @@ export function createAdmissionHandler(
 ): AdmissionHandler {
   const cache = cacheEntries > 0 ? new AnswerCache(cacheEntries) : null;
 
-  return async (request) => {
+  /** Fail open: a pod is never rejected, nor left waiting, because of this project. */
+  const failed = (request: AdmissionRequest, error: unknown): AdmissionResult => ({
+    body: allowedBody(
+      request.apiVersion,
+      request.uid,
+      [],
+      ['internal error; pod admitted unchanged'],
+    ),
+    summary: {
+      outcome: 'error',
+      reason: error instanceof Error ? error.message : String(error),
+      policyWarnings: [],
+    },
+    cache: 'bypass',
+  });
+
+  const answer = (
+    request: AdmissionRequest,
+    object: PodLike,
+    namespaceAnnotations: NamespaceAnnotations,
+  ): AdmissionResult => {
+    const { apiVersion, uid } = request;
+    const capabilities = env.capabilities();
+    const key = cache === null ? null : planKey(object, namespaceAnnotations, capabilities);
+    if (key !== null) {
+      const kept = cache!.get(key);
+      if (kept !== undefined) {
+        return {
+          body: reviewBody(apiVersion, uid, kept.review),
+          summary: kept.summary,
+          cache: 'hit',
+        };
+      }
+    }
+    const planned = plan(object, env, capabilities, namespaceAnnotations);
+    if (key !== null) {
+      freezeSummary(planned.summary);
+      cache!.set(key, planned);
+    }
+    return {
+      body: reviewBody(apiVersion, uid, planned.review),
+      summary: planned.summary,
+      cache: key === null ? 'bypass' : 'miss',
+    };
+  };
+
+  return (request) => {
     const { apiVersion, uid } = request;
     const skipped = (reason: string): AdmissionResult => ({
       body: allowedBody(apiVersion, uid),
@@ -179,40 +234,20 @@ export function createAdmissionHandler(
       };
     }
     try {
-      const namespaceAnnotations = await env.namespaceAnnotations(request.namespace);
-      const capabilities = env.capabilities();
-      const key = cache === null ? null : planKey(object, namespaceAnnotations, capabilities);
-      if (key !== null) {
-        const kept = cache!.get(key);
-        if (kept !== undefined) {
-          return {
-            body: reviewBody(apiVersion, uid, kept.review),
-            summary: kept.summary,
-            cache: 'hit',
-          };
-        }
-      }
-      const answer = plan(object, env, capabilities, namespaceAnnotations);
-      if (key !== null) {
-        freezeSummary(answer.summary);
-        cache!.set(key, answer);
-      }
-      return {
-        body: reviewBody(apiVersion, uid, answer.review),
-        summary: answer.summary,
-        cache: key === null ? 'bypass' : 'miss',
-      };
-    } catch (error) {
-      // Fail open: a pod is never rejected, nor left waiting, because of this project.
-      return {
-        body: allowedBody(apiVersion, uid, [], ['internal error; pod admitted unchanged']),
-        summary: {
-          outcome: 'error',
-          reason: error instanceof Error ? error.message : String(error),
-          policyWarnings: [],
+      const annotations = env.namespaceAnnotations(request.namespace);
+      if (!(annotations instanceof Promise)) return answer(request, object, annotations);
+      return annotations.then(
+        (known) => {
+          try {
+            return answer(request, object, known);
+          } catch (error) {
+            return failed(request, error);
+          }
         },
-        cache: 'bypass',
-      };
+        (error: unknown) => failed(request, error),
+      );
+    } catch (error) {
+      return failed(request, error);
     }
   };
 }

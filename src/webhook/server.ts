@@ -2,13 +2,21 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import { performance } from 'node:perf_hooks';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+} from 'fastify';
 import type { Logger } from 'pino';
 import { isRecord } from '../core/types.ts';
-import { decodeReview } from './admission.ts';
+import { AdmissionLog, type AdmissionLogMode, type AdmissionRecord } from './admission-log.ts';
+import { decodeReview, type AdmissionRequest } from './admission.ts';
 import {
   createAdmissionHandler,
   type AdmissionEnvironment,
+  type AdmissionResult,
   type AdmissionSummary,
   type AnswerCacheResult,
 } from './handler.ts';
@@ -25,6 +33,8 @@ export interface WebhookAppOptions {
   keyPair: KeyPair;
   environment: AdmissionEnvironment;
   logger: Logger;
+  /** Default grouped: see admission-log.ts. */
+  admissionLog?: AdmissionLogMode;
   observe?: AdmissionObserver;
 }
 
@@ -48,19 +58,6 @@ function clientErrorHandler(
   reply.code(status).send({ error: error.code ?? 'BAD_REQUEST', message: error.message });
 }
 
-/** The log fields that come from the decision, not from the request. */
-function summaryFields(summary: AdmissionSummary): Record<string, unknown> {
-  return {
-    outcome: summary.outcome,
-    reason: summary.reason,
-    mode: summary.outcome === 'mutated' ? summary.mode : undefined,
-    hooks: summary.hooks,
-    grace: summary.grace ?? undefined,
-    warnings:
-      summary.policyWarnings.length > 0 ? summary.policyWarnings.map((w) => w.key) : undefined,
-  };
-}
-
 export type WebhookApp = FastifyInstance<
   HttpsServer,
   IncomingMessage,
@@ -72,8 +69,8 @@ export function createWebhookApp(options: WebhookAppOptions): WebhookApp {
   const { environment, logger, observe } = options;
   const app = Fastify({
     https: { key: options.keyPair.key, cert: options.keyPair.cert, minVersion: 'TLSv1.2' },
-    // One line per admission is written by the route itself, with the logger it
-    // was given; Fastify gets none, which spares a child logger per request.
+    // The route writes the admission log itself (admission-log.ts); Fastify
+    // gets no logger, which spares a child logger per request.
     logger: false,
     bodyLimit: BODY_LIMIT_BYTES,
     onProtoPoisoning: 'remove',
@@ -86,40 +83,44 @@ export function createWebhookApp(options: WebhookAppOptions): WebhookApp {
   app.removeContentTypeParser('text/plain');
 
   const handle = createAdmissionHandler(environment);
-  // Per shared summary, a child logger that has its fields serialized once.
-  const summaryLoggers = new WeakMap<AdmissionSummary, Logger>();
-  const loggerFor = (summary: AdmissionSummary): Logger => {
-    let child = summaryLoggers.get(summary);
-    if (child === undefined) {
-      child = logger.child(summaryFields(summary));
-      summaryLoggers.set(summary, child);
-    }
-    return child;
-  };
+  const admissionLog = new AdmissionLog(logger, options.admissionLog ?? 'grouped');
+  // After the in-flight requests: their records are pending until then.
+  app.addHook('onClose', async () => admissionLog.close());
 
-  app.post('/mutate', async (request, reply) => {
-    const started = process.hrtime.bigint();
-    const decoded = decodeReview(request.body);
-    if (!decoded.ok) {
-      logger.warn({ error: decoded.message }, 'rejected malformed AdmissionReview');
-      return reply.code(400).send({ error: 'BAD_REQUEST', message: decoded.message });
-    }
-    const review = decoded.request;
-    const { body, summary, cache } = await handle(review);
-    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    observe?.(summary, seconds, cache);
-    const fields = {
+  const finish = (
+    review: AdmissionRequest,
+    { body, summary, cache }: AdmissionResult,
+    startedMs: number,
+    reply: FastifyReply,
+  ) => {
+    const ms = performance.now() - startedMs;
+    observe?.(summary, ms / 1000, cache);
+    const record: AdmissionRecord = {
       namespace: review.namespace,
       pod: podLabel(review.object, review.name),
       uid: review.uid,
-      dryRun: review.dryRun || undefined,
-      ms: Math.round(seconds * 1e5) / 100,
+      ...(review.dryRun ? { dryRun: true } : {}),
+      ms: Math.round(ms * 100) / 100,
     };
-    const level = summary.outcome === 'error' ? 'error' : 'info';
-    if (cache !== 'bypass') loggerFor(summary)[level](fields, 'admission');
-    else logger[level]({ ...summaryFields(summary), ...fields }, 'admission');
+    admissionLog.record(summary, cache, record);
     // Serialized already: Fastify sends bytes with a content type as they are.
     return reply.type('application/json; charset=utf-8').send(body);
+  };
+
+  // Not async: a kept answer is sent in the same turn, with no promise to settle.
+  app.post('/mutate', (request, reply) => {
+    const startedMs = performance.now();
+    const decoded = decodeReview(request.body);
+    if (!decoded.ok) {
+      logger.warn({ error: decoded.message }, 'rejected malformed AdmissionReview');
+      reply.code(400).send({ error: 'BAD_REQUEST', message: decoded.message });
+      return;
+    }
+    const review = decoded.request;
+    const result = handle(review);
+    if (result instanceof Promise) return result.then((r) => finish(review, r, startedMs, reply));
+    finish(review, result, startedMs, reply);
+    return;
   });
   return app;
 }

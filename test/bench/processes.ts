@@ -10,6 +10,7 @@ import type { DevCerts } from '../support/reviews.ts';
 
 const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
 const FLOOR = fileURLToPath(new URL('./floor.ts', import.meta.url));
+const LOG_COUNT = fileURLToPath(new URL('./log-count.ts', import.meta.url));
 
 export interface ServerProcess {
   port: number;
@@ -65,27 +66,33 @@ export interface WebhookOptions {
   nodeArgs?: string[];
   /** Another checkout of this project (with its node_modules) to run instead of this one. */
   checkout?: string;
+  /** Extra flags of `serve`. */
+  serveArgs?: string[];
 }
 
 export interface WebhookProcess extends ServerProcess {
-  /** Lines the webhook wrote to standard output, known once it has stopped. */
-  logLines: Promise<number>;
+  /** What the webhook's log held, known once it has stopped. */
+  log: Promise<{ lines: number; admissions: number }>;
 }
 
 /**
  * `prestop-injector serve` with no cluster, injection on by default,
  * Kubernetes 1.33. Its log goes down a pipe, as to a container runtime,
- * read by `wc -l`: a reader apart from the load generator, which also counts
- * the lines.
+ * read by a process apart from the load generator (log-count.ts) that counts
+ * the admissions it records.
  */
 export async function startWebhook(options: WebhookOptions): Promise<WebhookProcess> {
   const [port, healthPort] = await getFreePorts(2);
-  const counter = spawn('wc', ['-l'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const counter = spawn(process.execPath, [LOG_COUNT], { stdio: ['pipe', 'pipe', 'inherit'] });
   if (CPUS !== null) pin(counter.pid!, CPUS.client);
   let counted = '';
   counter.stdout!.on('data', (chunk: Buffer) => (counted += chunk.toString()));
-  const logLines = new Promise<number>((resolve) =>
-    counter.once('exit', () => resolve(Number(counted.trim()))),
+  const log = new Promise<{ lines: number; admissions: number }>((resolve, reject) =>
+    counter.once('exit', (code) =>
+      code === 0
+        ? resolve(JSON.parse(counted) as { lines: number; admissions: number })
+        : reject(new Error(`the log counter exited with ${code}`)),
+    ),
   );
   const child = spawn(
     process.execPath,
@@ -96,11 +103,12 @@ export async function startWebhook(options: WebhookOptions): Promise<WebhookProc
       ...['--host', '127.0.0.1', '--port', String(port), '--health-port', String(healthPort)],
       ...['--tls-cert', options.certs.cert, '--tls-key', options.certs.key],
       ...['--cluster', 'off', '--kube-version', '1.33', '--inject-default', 'enabled'],
+      ...(options.serveArgs ?? []),
     ],
     { stdio: ['ignore', counter.stdin!, 'inherit'], env: { ...process.env, KUBECONFIG: '' } },
   );
   pinServer(child);
-  // The webhook holds the pipe now; wc sees its end when the webhook exits.
+  // The webhook holds the pipe now; the counter sees its end when the webhook exits.
   counter.stdin!.destroy();
   await waitUntil(
     async () => (await fetch(`http://127.0.0.1:${healthPort}/readyz`)).ok,
@@ -113,7 +121,7 @@ export async function startWebhook(options: WebhookOptions): Promise<WebhookProc
     healthPort: healthPort!,
     child,
     stop: stopper(child),
-    logLines,
+    log,
   };
 }
 

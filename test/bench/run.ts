@@ -1,6 +1,7 @@
 // npm run bench [-- --duration S --rounds N --connections C --docs N --json]
 // npm run bench -- --profile [--case 'plain pod'|'istio pod'|'opted-out pod']
 // npm run bench -- --against DIR [--only CASES]   (DIR: another checkout, with node_modules)
+// --admission-log each|grouped: this checkout's webhook log mode (default: serve's own)
 //
 // Admission throughput and latency of the real `serve` process against a
 // floor (a bare Fastify HTTPS route on the same certificate that parses the
@@ -39,6 +40,7 @@ const { values: args } = parseArgs({
     case: { type: 'string', default: 'istio pod' },
     only: { type: 'string' },
     against: { type: 'string' },
+    'admission-log': { type: 'string' },
   },
 });
 
@@ -48,6 +50,10 @@ const settings: LoadSettings = {
 };
 const rounds = Number(args.rounds);
 const say = (line = '') => process.stdout.write(`${line}\n`);
+/** Flags of this checkout's `serve`. */
+const serveArgs =
+  args['admission-log'] === undefined ? [] : ['--admission-log', args['admission-log']];
+const serveLabel = serveArgs.length === 0 ? '' : ` (${serveArgs.join(' ')})`;
 
 /**
  * Real requests to each server per scenario, checked: the load must measure
@@ -264,7 +270,7 @@ async function against(certs: DevCerts, checkout: string) {
   say(`sharing CPU ${CPUS.server}: webhook req/s over the floor's, per run and the median`);
   const floor = await startFloor(certs);
   const other = await startWebhook({ certs, checkout });
-  const mine = await startWebhook({ certs });
+  const mine = await startWebhook({ certs, serveArgs });
   try {
     for (const scenario of chosenScenarios()) {
       const servers = [floor, other, mine];
@@ -279,7 +285,9 @@ async function against(certs: DevCerts, checkout: string) {
       }
       const show = (values: number[]) =>
         `${(median(values) * 100).toFixed(1)}% (${values.map((v) => (v * 100).toFixed(0)).join(' ')})`;
-      say(`${scenario.name}: ${checkout} ${show(ratios[0])}; this checkout ${show(ratios[1])}`);
+      say(
+        `${scenario.name}: ${checkout} ${show(ratios[0])}; this checkout${serveLabel} ${show(ratios[1])}`,
+      );
     }
   } finally {
     for (const server of [floor, other, mine]) await server.stop();
@@ -342,7 +350,8 @@ async function main() {
     if (args.profile) return await profile(certs, work);
     if (args.against !== undefined) return await against(certs, args.against);
 
-    const webhook = await startWebhook({ certs });
+    if (serveLabel !== '') say(`webhook: serve${serveLabel}`);
+    const webhook = await startWebhook({ certs, serveArgs });
     const floor = await startFloor(certs);
     let rows: Row[];
     let answers: number;
@@ -355,10 +364,13 @@ async function main() {
       await webhook.stop();
       await floor.stop();
     }
-    // One log line per admission: the webhook paid for them all.
-    const lines = await webhook.logLines;
-    if (lines < answers) throw new Error(`${lines} log lines for ${answers} admissions`);
-    say(`webhook log: ${lines} lines for ${answers} admissions answered`);
+    // Every admission is in the log: the webhook paid for recording them all.
+    const log = await webhook.log;
+    if (log.admissions < answers)
+      throw new Error(`the log records ${log.admissions} admissions of ${answers}`);
+    say(
+      `webhook log: ${log.admissions} admissions recorded, on ${log.lines} lines, for ${answers} answered`,
+    );
     say();
     say(table(rows));
     say(

@@ -17,6 +17,7 @@ import fsp from 'node:fs/promises';
 import https from 'node:https';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { admissionRecords } from '../support/admission-log.ts';
 import {
   ensureTools,
   startControlPlane,
@@ -104,11 +105,12 @@ describe('the image and the chart, installed as the README says', () => {
     return proc ? proc.logTail(400) : '(no webhook process)';
   };
   const admissionsFor = (pod: string): Record<string, unknown>[] =>
-    webhookLog()
-      .split('\n')
-      .filter((line) => line.startsWith('{'))
-      .map((line) => JSON.parse(line) as Record<string, unknown>)
-      .filter((entry) => entry['msg'] === 'admission' && entry['pod'] === pod);
+    admissionRecords(
+      webhookLog()
+        .split('\n')
+        .filter((line) => line.startsWith('{'))
+        .map((line) => JSON.parse(line) as Record<string, unknown>),
+    ).filter((entry) => entry['pod'] === pod);
 
   const waitForAdmission = (pod: string) =>
     waitFor(`the webhook to log the admission of ${pod}`, 10_000, async () => {

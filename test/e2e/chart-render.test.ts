@@ -103,6 +103,7 @@ const VALUE_SETS: { name: string; kubeVersion: string; values: Values; certManag
       'config.kubeVersion': '1.31',
       'config.sleepAction': 'off',
       'config.logLevel': 'debug',
+      'config.admissionLog': 'each',
       'config.certPollSeconds': 30,
       'webhook.failurePolicy': 'Fail',
       'webhook.timeoutSeconds': 10,
@@ -366,6 +367,7 @@ describe('the Helm chart, rendered and validated by a real API server', () => {
               kube: config.kubeVersionOverride,
               sleep: config.capabilityOverrides.sleepAction,
               log: config.logLevel,
+              admissionLog: config.admissionLog,
               poll: config.certPollMs,
             },
             {
@@ -380,6 +382,7 @@ describe('the Helm chart, rendered and validated by a real API server', () => {
               kube: '1.31',
               sleep: 'off',
               log: 'debug',
+              admissionLog: 'each',
               poll: 30_000,
             },
           );

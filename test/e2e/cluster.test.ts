@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { CoreV1Api, KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import { admissionRecords } from '../support/admission-log.ts';
 import {
   countNamespaceRequests,
   createNamespace,
@@ -118,7 +119,11 @@ describe('cluster awareness: namespace opt-in from an informer cache', () => {
       .slice(0, -1)
       .filter((line) => line.startsWith('{'))
       .map((line) => JSON.parse(line) as Record<string, unknown>);
-  const logLines = (msg: string) => webhookLog().filter((line) => line['msg'] === msg);
+  /** Lines with this message; for 'admission', every admission recorded, grouped or not. */
+  const logLines = (msg: string) =>
+    msg === 'admission'
+      ? admissionRecords(webhookLog())
+      : webhookLog().filter((line) => line['msg'] === msg);
   /**
    * The first matching line once `count` have been written (pino writes
    * asynchronously: a line can land after the response it describes), or

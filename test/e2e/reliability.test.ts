@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { admissionRecords } from '../support/admission-log.ts';
 import { hostileBody, checkHostileReply } from '../support/hostile.ts';
 import { container, pod } from '../support/pods.ts';
 import { GENERATE_CERTS, review } from '../support/reviews.ts';
@@ -337,9 +338,7 @@ describe('reliability of the serve process', () => {
     await Promise.all(workers);
     agent.destroy();
 
-    const accepted = new Set(
-      serve.logs.filter((l) => l['msg'] === 'admission').map((l) => String(l['uid'])),
-    );
+    const accepted = new Set(admissionRecords(serve.logs).map((l) => String(l['uid'])));
     const byUid = new Map(outcomes.map((o) => [o.uid, o]));
     const dropped = [...accepted].filter((uid) => !wellFormed(byUid.get(uid) ?? { uid }));
     const refused = outcomes.filter((o) => !accepted.has(o.uid));

@@ -31,6 +31,7 @@ describe('config', () => {
       [['--port', '99999'], /--port/],
       [['--kube-version', 'latest'], /--kube-version/],
       [['--sleep-action', 'maybe'], /--sleep-action/],
+      [['--admission-log', 'sampled'], /--admission-log: expected each or grouped/],
     ];
     for (const [argv, pattern] of cases) {
       assert.throws(
@@ -40,6 +41,11 @@ describe('config', () => {
     }
     assert.throws(() => readRawOptions(['--nope', '1'], {}), /unknown flag --nope/);
     assert.throws(() => readRawOptions(['--port'], {}), /needs a value/);
+    assert.equal(buildConfig(readRawOptions([], {})).admissionLog, 'grouped');
+    assert.equal(
+      buildConfig(readRawOptions([], { PRESTOP_ADMISSION_LOG: 'each' })).admissionLog,
+      'each',
+    );
   });
 
   it('the README documents every option, flag and env var, with its default', () => {

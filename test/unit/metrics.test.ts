@@ -18,10 +18,14 @@ let server: RunningServer;
 let metrics: ServerMetrics;
 let certs: DevCerts;
 
-/** A cluster view that fails for one namespace: the way to an 'error' admission. */
+/**
+ * A cluster view that fails for two namespaces, the ways to an 'error'
+ * admission: a rejected promise, and a throw before any promise exists.
+ */
 const cluster: ClusterView = {
-  namespaceAnnotations: async (namespace) => {
-    if (namespace === 'broken') throw new Error('namespace cache exploded');
+  namespaceAnnotations: (namespace) => {
+    if (namespace === 'broken') return Promise.reject(new Error('namespace cache exploded'));
+    if (namespace === 'broken-now') throw new Error('namespace cache exploded at once');
     return undefined;
   },
   serverVersion: () => null,
@@ -123,7 +127,11 @@ describe('GET /metrics', () => {
     await admit(kept);
     await admit(named('optout-secret-name', 'shop-secret-ns', { [Annotation.inject]: 'disabled' }));
     await admit(named('delete-secret-name', 'shop-secret-ns'), { operation: 'DELETE' });
-    await admit(named('broken-secret-name', 'broken'));
+    for (const namespace of ['broken', 'broken-now']) {
+      const failed = await admit(named('broken-secret-name', namespace));
+      assert.equal(failed.response.allowed, true, `${namespace}: fails open`);
+      assert.equal(failed.response.patch, undefined);
+    }
     const warned = await admit(
       named('warned-secret-name', 'shop-secret-ns', { [Annotation.delaySeconds]: '-5' }),
     );
@@ -138,16 +146,16 @@ describe('GET /metrics', () => {
     assert.equal(moved(admissions('unchanged', 'sleep')), 2);
     assert.equal(moved(admissions('skipped', 'sleep')), 1, 'opted out: settings resolved');
     assert.equal(moved(admissions('skipped', 'none')), 1, 'DELETE: skipped before settings');
-    assert.equal(moved(admissions('error', 'none')), 1);
+    assert.equal(moved(admissions('error', 'none')), 2);
     // Replicas (the same pod but for its name) are planned once; DELETE and the error keep nothing.
     assert.equal(moved('prestop_injector_answer_cache_total{result="hit"}'), 3);
     assert.equal(moved('prestop_injector_answer_cache_total{result="miss"}'), 4);
-    assert.equal(moved('prestop_injector_answer_cache_total{result="bypass"}'), 2);
-    assert.equal(moved('prestop_injector_admission_duration_seconds_count'), 9);
+    assert.equal(moved('prestop_injector_answer_cache_total{result="bypass"}'), 3);
+    assert.equal(moved('prestop_injector_admission_duration_seconds_count'), 10);
     assert.ok(moved('prestop_injector_admission_duration_seconds_sum') > 0);
     assert.equal(
       moved('prestop_injector_admission_duration_seconds_bucket{le="+Inf"}'),
-      9,
+      10,
       'the histogram holds every admission',
     );
     const buckets = [...second.samples]

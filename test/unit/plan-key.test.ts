@@ -446,7 +446,9 @@ describe('plan key', () => {
       ),
       { numRuns: RUNS },
     );
-    assert.ok(remembered > RUNS / 4, `answers shared: ${remembered} of ${RUNS}`);
+    // About a quarter of the edits keep the key (91 to 120 of 400 seen); the
+    // bound is far below that, so it catches a cache that never answers.
+    assert.ok(remembered > RUNS / 10, `answers shared: ${remembered} of ${RUNS}`);
   });
 
   it('same key, same answer: every field of real pods, set to each of many values or removed', async () => {

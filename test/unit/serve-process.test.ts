@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:https';
 import { after, before, describe, it } from 'node:test';
+import { admissionRecords } from '../support/admission-log.ts';
 import { container, pod } from '../support/pods.ts';
 import { applyReply, httpsPost, makeCerts, review, type DevCerts } from '../support/reviews.ts';
 import { startServeProcess, type ServeProcess } from '../support/serve-process.ts';
@@ -172,7 +173,7 @@ describe('serve process under hostile input', () => {
     assert.equal(serve.child.exitCode, null, 'still running');
   });
 
-  it('logs one line per admission with namespace, pod, outcome and milliseconds', () => {
+  it('logs the first pod of a template in full, with namespace, pod, outcome and milliseconds', () => {
     const admissions = serve.logs.filter((l) => l['msg'] === 'admission');
     assert.ok(admissions.length > 0);
     const mutated = admissions.find((l) => l['outcome'] === 'mutated' && l['pod'] === 'p');
@@ -184,6 +185,43 @@ describe('serve process under hostile input', () => {
       JSON.stringify(admissions),
       /"containers":\[/,
       'no full objects in the log',
+    );
+  });
+
+  const replicaUids: string[] = [];
+  it('records replicas grouped by plan, each uid once', async () => {
+    const template = pod([container('replica')]);
+    template.metadata = { generateName: 'web-5d8c-' } as typeof template.metadata;
+    for (let i = 0; i < 120; i++) {
+      const body = review(template);
+      replicaUids.push(body.request.uid);
+      const reply = await httpsPost(serve.webhookPort, '/mutate', JSON.stringify(body), certs.ca);
+      assert.equal(reply.status, 200);
+    }
+    // Two full groups at once; the rest within GROUP_MS (or on SIGTERM, below).
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline) {
+      const seen = new Set(admissionRecords(serve.logs).map((r) => r['uid']));
+      if (replicaUids.every((uid) => seen.has(uid))) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const records = admissionRecords(serve.logs).filter((r) => r['pod'] === 'web-5d8c-*');
+    assert.deepEqual(records.map((r) => r['uid']).sort(), [...replicaUids].sort());
+    const grouped = serve.logs.filter(
+      (l) =>
+        l['msg'] === 'admissions' &&
+        (l['admissions'] as { pod: string }[]).some((r) => r.pod === 'web-5d8c-*'),
+    );
+    assert.ok(grouped.length >= 2, `${grouped.length} grouped lines`);
+    for (const line of grouped) {
+      assert.ok((line['count'] as number) <= 50);
+      assert.equal(line['outcome'], 'mutated');
+      assert.ok(line['hooks'], 'the decision is on the grouped line');
+    }
+    assert.equal(
+      records.filter((r) => r['grouped'] !== true).length,
+      1,
+      'only the first replica of the template has a line of its own',
     );
   });
 
