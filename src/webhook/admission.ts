@@ -242,38 +242,31 @@ export function userWarnings(messages: readonly string[]): string[] | undefined 
  * serialized once per answer. `reviewBody` joins them.
  */
 export interface ReviewAnswer {
-  /** The UTF-8 JSON after the uid: allowed, the patch (from encodePatch), warnings if any. */
-  readonly tail: Buffer;
+  /** The JSON after the uid: allowed, the patch (from encodePatch), warnings if any. */
+  readonly tail: string;
 }
 
 export function reviewAnswer(patch?: string, warnings?: readonly string[]): ReviewAnswer {
   let tail = ',"allowed":true';
   if (patch !== undefined) tail += `,"patchType":"JSONPatch","patch":${JSON.stringify(patch)}`;
   if (warnings !== undefined) tail += `,"warnings":${JSON.stringify(warnings)}`;
-  return { tail: Buffer.from(`${tail}}}`) };
+  return { tail: `${tail}}}` };
 }
 
-const HEADS: Record<ReviewVersion, Buffer> = Object.fromEntries(
+const HEADS: Record<ReviewVersion, string> = Object.fromEntries(
   REVIEW_VERSIONS.map((version) => [
     version,
-    Buffer.from(
-      `{"apiVersion":${JSON.stringify(version)},"kind":"AdmissionReview","response":{"uid":`,
-    ),
+    `{"apiVersion":${JSON.stringify(version)},"kind":"AdmissionReview","response":{"uid":`,
   ]),
-) as Record<ReviewVersion, Buffer>;
+) as Record<ReviewVersion, string>;
 
 /**
- * The review's JSON bytes: the version it was asked in, its uid, then the
- * answer. Bytes, so the patch is neither measured nor encoded again per pod.
+ * The review's JSON: the version it was asked in, its uid, then the answer.
+ * A string, not bytes: Node writes a string body in one piece with the
+ * response head, where a Buffer takes a second, gathered write.
  */
-export function reviewBody(apiVersion: ReviewVersion, uid: string, answer: ReviewAnswer): Buffer {
-  const head = HEADS[apiVersion];
-  const quoted = JSON.stringify(uid);
-  const body = Buffer.allocUnsafe(head.length + Buffer.byteLength(quoted) + answer.tail.length);
-  head.copy(body, 0);
-  const at = head.length + body.write(quoted, head.length);
-  answer.tail.copy(body, at);
-  return body;
+export function reviewBody(apiVersion: ReviewVersion, uid: string, answer: ReviewAnswer): string {
+  return HEADS[apiVersion] + JSON.stringify(uid) + answer.tail;
 }
 
 const NO_CHANGE = reviewAnswer();
@@ -284,7 +277,7 @@ export function allowedBody(
   uid: string,
   patch: readonly PatchOperation[] = [],
   warnings: readonly string[] = [],
-): Buffer {
+): string {
   const answer =
     patch.length === 0 && warnings.length === 0
       ? NO_CHANGE

@@ -62,8 +62,8 @@ export interface AdmissionSummary {
 export type AnswerCacheResult = 'hit' | 'miss' | 'bypass';
 
 export interface AdmissionResult {
-  /** The AdmissionReview to send: UTF-8 JSON. */
-  body: Buffer;
+  /** The AdmissionReview to send, as JSON. */
+  body: string;
   /** On a hit or a miss, one plan's: the same object for every pod answered from it. */
   summary: AdmissionSummary;
   cache: AnswerCacheResult;

@@ -103,7 +103,7 @@ export function createWebhookApp(options: WebhookAppOptions): WebhookApp {
       ms: Math.round(ms * 100) / 100,
     };
     admissionLog.record(summary, cache, record);
-    // Serialized already: Fastify sends bytes with a content type as they are.
+    // Serialized already: with a content type set, Fastify sends a string as it is.
     return reply.type('application/json; charset=utf-8').send(body);
   };
 
