@@ -92,6 +92,8 @@ const OWN_KEY = { enumerable: true, writable: true, configurable: true } as cons
 class AnswerCache {
   #newer = new Map<string, Answer>();
   #older = new Map<string, Answer>();
+  #lastKey: string | undefined;
+  #lastAnswer: Answer | undefined;
   readonly #half: number;
 
   constructor(limit: number) {
@@ -99,11 +101,18 @@ class AnswerCache {
   }
 
   get(key: string): Answer | undefined {
-    const found = this.#newer.get(key);
-    if (found !== undefined) return found;
-    const old = this.#older.get(key);
-    if (old !== undefined) this.#set(key, old);
-    return old;
+    // Replicas come in runs. A key is built of many pieces, and a Map must
+    // flatten it to hash it; === compares the pieces as they are.
+    if (key === this.#lastKey) return this.#lastAnswer;
+    let found = this.#newer.get(key);
+    if (found === undefined) {
+      found = this.#older.get(key);
+      if (found === undefined) return undefined;
+      this.#set(key, found);
+    }
+    this.#lastKey = key;
+    this.#lastAnswer = found;
+    return found;
   }
 
   set(key: string, answer: Answer): void {
