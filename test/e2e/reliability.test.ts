@@ -3,9 +3,8 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, renameSync, symlinkSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, symlinkSync } from 'node:fs';
 import { Agent, request } from 'node:https';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { describe, it } from 'node:test';
@@ -15,6 +14,7 @@ import { hostileBody, checkHostileReply } from '../support/hostile.ts';
 import { container, pod } from '../support/pods.ts';
 import { GENERATE_CERTS, review } from '../support/reviews.ts';
 import { startServeProcess, type ServeProcess } from '../support/serve-process.ts';
+import { scratchDir } from '../support/scratch.ts';
 
 const ISTIO_POD = pod([
   container('checkout', {
@@ -30,7 +30,7 @@ const ISTIO_POD = pod([
 
 /** A Secret-style mount: tls.* -> ..data/tls.*, ..data -> ..v1. */
 function secretMount(): { dir: string; ca: Buffer; rotate(): string } {
-  const dir = mkdtempSync(join(tmpdir(), 'prestop-secret-'));
+  const dir = scratchDir('prestop-secret-');
   mkdirSync(join(dir, '..v1'));
   execFileSync('bash', [GENERATE_CERTS, join(dir, '..v1')], { stdio: 'ignore' });
   symlinkSync('..v1', join(dir, '..data'));

@@ -1,13 +1,13 @@
 // AdmissionReview builders and a TLS-trusting HTTPS client for server tests.
 
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { request } from 'node:https';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fastJsonPatch from 'fast-json-patch';
 import type { PodLike } from '../../src/core/types.ts';
+import { scratchDir } from './scratch.ts';
 
 export const GENERATE_CERTS = fileURLToPath(new URL('../../certs/generate.sh', import.meta.url));
 
@@ -18,7 +18,7 @@ export interface DevCerts {
   key: string;
 }
 
-export function makeCerts(dir = mkdtempSync(join(tmpdir(), 'prestop-certs-'))): DevCerts {
+export function makeCerts(dir = scratchDir('prestop-certs-')): DevCerts {
   execFileSync('bash', [GENERATE_CERTS, dir], { stdio: 'ignore' });
   return {
     dir,

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
@@ -11,6 +10,7 @@ import { Annotation } from '../../src/core/annotations.ts';
 import { handlerKeys } from '../../src/core/hooks.ts';
 import type { PodLike } from '../../src/core/types.ts';
 import { arbitraryPod } from '../support/arbitraries.ts';
+import { scratchDir } from '../support/scratch.ts';
 
 const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
 const EXAMPLES = fileURLToPath(new URL('../../examples/pods.yaml', import.meta.url));
@@ -21,7 +21,7 @@ function cli(args: string[], input?: string) {
 }
 
 function tempFile(name: string, text: string): string {
-  const file = join(mkdtempSync(join(tmpdir(), 'prestop-cli-')), name);
+  const file = join(scratchDir('prestop-cli-'), name);
   writeFileSync(file, text);
   return file;
 }

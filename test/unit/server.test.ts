@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, renameSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, renameSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
@@ -19,6 +18,7 @@ import {
   type ReviewReply,
 } from '../support/reviews.ts';
 import { LOOPBACK_LISTENERS } from '../support/serve-process.ts';
+import { scratchDir } from '../support/scratch.ts';
 
 let server: RunningServer;
 let certs: DevCerts;
@@ -26,7 +26,7 @@ let certDir: string;
 
 /** A Secret-like mount: tls.crt -> ..data/tls.crt, ..data -> ..<version>. */
 function secretMount(): string {
-  const root = mkdtempSync(join(tmpdir(), 'prestop-secret-'));
+  const root = scratchDir('prestop-secret-');
   const v1 = join(root, '..v1');
   mkdirSync(v1);
   certs = makeCerts(v1);
