@@ -5,9 +5,10 @@
 // same decision as the one logged when that plan was made, so in grouped
 // mode its record (namespace, pod, uid, ms) joins the others of the same
 // plan in one "admissions" line: at most GROUP_LIMIT records and about
-// GROUP_BYTES, written no later than GROUP_MS after the first. The decision's fields are serialized
-// once per plan and pino's per-line work once per group, which under load
-// was the largest cost left on the path of a kept answer (ADR 7).
+// GROUP_BYTES, written no later than GROUP_MS after the first. The
+// decision's fields are serialized once per plan and pino's per-line work
+// is done once per group: under load that was the largest cost left on the
+// path of a kept answer (ADR 7).
 
 import type { Logger } from 'pino';
 import type { AdmissionSummary, AnswerCacheResult } from './handler.ts';

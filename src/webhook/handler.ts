@@ -245,16 +245,9 @@ export function createAdmissionHandler(
     try {
       const annotations = env.namespaceAnnotations(request.namespace);
       if (!(annotations instanceof Promise)) return answer(request, object, annotations);
-      return annotations.then(
-        (known) => {
-          try {
-            return answer(request, object, known);
-          } catch (error) {
-            return failed(request, error);
-          }
-        },
-        (error: unknown) => failed(request, error),
-      );
+      return annotations
+        .then((known) => answer(request, object, known))
+        .catch((error: unknown) => failed(request, error));
     } catch (error) {
       return failed(request, error);
     }

@@ -3,18 +3,12 @@
 // records several): {"lines":N,"admissions":M}.
 
 import { createInterface } from 'node:readline';
+import { admissionRecords, type LogEntry } from '../support/admission-log.ts';
 
 let lines = 0;
 let admissions = 0;
 for await (const line of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
   lines++;
-  if (!line.startsWith('{')) continue;
-  const entry = JSON.parse(line) as { msg?: unknown; count?: unknown; admissions?: unknown };
-  if (entry.msg === 'admission') admissions++;
-  else if (entry.msg === 'admissions') {
-    if (!Array.isArray(entry.admissions) || entry.admissions.length !== entry.count)
-      throw new Error(`a grouped line whose count is not its length: ${line.slice(0, 200)}`);
-    admissions += entry.admissions.length;
-  }
+  if (line.startsWith('{')) admissions += admissionRecords([JSON.parse(line) as LogEntry]).length;
 }
 process.stdout.write(`${JSON.stringify({ lines, admissions })}\n`);
