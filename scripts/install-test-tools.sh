@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds (once per machine) the binaries the e2e tests need: kube-apiserver,
-# etcd, helm and kubectl. Everything comes from the Go module proxy; nothing
-# else is downloaded.
+# etcd, helm and kubectl (and the node's components, and promql-check for the
+# chart's alerts). Everything comes from the Go module proxy; nothing else is
+# downloaded.
 #
 # Cache layout (outside the work tree, keyed by version):
 #   ${PRESTOP_TOOLS_CACHE:-$HOME/.cache/prestop-injector}/<tool>-<version>/bin/<tool>
@@ -19,8 +20,18 @@
 set -euo pipefail
 
 KUBE_VERSION="${KUBE_VERSION:-v1.37.2}"
+# The version-skew tests: an older control plane, and a kubelet three
+# minors older still. The module proxy serves only some staging modules at
+# v0.31.14; these are the nearest it has (probed with go mod download).
+KUBE_SKEW_VERSION="${KUBE_SKEW_VERSION:-v1.31.14}"
+KUBE_SKEW_OVERRIDES="${KUBE_SKEW_OVERRIDES-k8s.io/kube-scheduler=v0.31.13 k8s.io/kube-controller-manager=v0.31.13 k8s.io/endpointslice=v0.31.13 k8s.io/kube-proxy=v0.31.11}"
+KUBELET_OLDEST_VERSION="${KUBELET_OLDEST_VERSION:-v1.29.15}"
+KUBELET_OLDEST_OVERRIDES="${KUBELET_OLDEST_OVERRIDES-}"
 ETCD_VERSION="${ETCD_VERSION:-v3.5.35}"
 HELM_VERSION="${HELM_VERSION:-v3.22.0}"
+# The Go module of Prometheus 3.16, whose rule-file parser checks the
+# chart's alerts (promql-check below).
+PROMETHEUS_VERSION="${PROMETHEUS_VERSION:-v0.316.0}"
 
 CACHE_DIR="${PRESTOP_TOOLS_CACHE:-$HOME/.cache/prestop-injector}"
 ENV_FILE="$CACHE_DIR/tools.env"
@@ -87,13 +98,20 @@ build_etcd() {
   "$out/etcd" --version
 }
 
-# ------------------------------------------------ kube-apiserver, kubectl
-# build_kubernetes_cmd <name>: builds k8s.io/kubernetes/cmd/<name>.
-build_kubernetes_cmd() {
+# ------------------------------------------------------- Kubernetes
+# build_kubernetes <version> <out-dir> <overrides> <cmd>...: builds the
+# commands k8s.io/kubernetes/cmd/<cmd> at <version> in one `go build`, so
+# they share the compile work. <overrides> is a space-separated list of
+# module=version for staging modules the proxy does not serve at v0.Y.Z.
+build_kubernetes() {
   set -euxo pipefail
-  local cmd="$1"
-  local out="$CACHE_DIR/$cmd-$KUBE_VERSION/bin"
-  build_dir="$(new_build_dir "$cmd")"
+  local version="$1" out="$2" overrides="$3"
+  shift 3
+  local minor patch staging
+  minor="$(echo "$version" | cut -d. -f2)"
+  patch="$(echo "$version" | cut -d. -f3)"
+  staging="v0.${minor}.${patch}"
+  build_dir="$(new_build_dir "kubernetes-$version")"
   trap 'rm -rf "$build_dir"' EXIT
   local dir="$build_dir"
   mkdir -p "$out"
@@ -101,14 +119,14 @@ build_kubernetes_cmd() {
   # k8s.io/kubernetes replaces every staging module with ./staging/...; a
   # wrapper module has to point them at their published v0.Y.Z versions.
   local json kmod
-  json="$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$KUBE_VERSION")" || {
+  json="$(cd "$dir" && go mod download -json "k8s.io/kubernetes@$version")" || {
     echo "$json"
-    echo "go mod download k8s.io/kubernetes@$KUBE_VERSION failed"
+    echo "go mod download k8s.io/kubernetes@$version failed"
     exit 1
   }
   kmod="$(echo "$json" | sed -n 's/^[[:space:]]*"GoMod":[[:space:]]*"\(.*\)",\{0,1\}$/\1/p')"
   [[ -f "$kmod" ]] || {
-    echo "could not find go.mod of k8s.io/kubernetes@$KUBE_VERSION"
+    echo "could not find go.mod of k8s.io/kubernetes@$version"
     exit 1
   }
 
@@ -117,18 +135,26 @@ build_kubernetes_cmd() {
   godebug="$(grep -E '^godebug ' "$kmod" || true)"
 
   {
-    echo "module prestop-injector-tools/kube-apiserver"
+    echo "module prestop-injector-tools/kubernetes"
     echo
     echo "go $go_directive"
     [[ -z "$godebug" ]] || printf '\n%s\n' "$godebug"
     echo
-    echo "require k8s.io/kubernetes $KUBE_VERSION"
+    echo "require k8s.io/kubernetes $version"
     echo
     echo "replace ("
     # Both the `replace ( ... )` block and single-line `replace a => b` forms.
-    # Staging modules (local ./staging paths) become the published version;
-    # any other non-local replacement is copied as is.
-    awk -v sv="$staging_version" '
+    # Staging modules (local ./staging paths) become the published version,
+    # or the override given for that module; any other non-local
+    # replacement is copied as is.
+    awk -v sv="$staging" -v ov="$overrides" '
+      BEGIN {
+        n = split(ov, pairs, " ")
+        for (k = 1; k <= n; k++) {
+          split(pairs[k], kv, "=")
+          if (kv[1] != "") override[kv[1]] = kv[2]
+        }
+      }
       /^replace[[:space:]]*\($/ { inblock = 1; next }
       inblock && /^\)/ { inblock = 0; next }
       {
@@ -146,7 +172,8 @@ build_kubernetes_cmd() {
         if (!arrow) next
         target = f[arrow + 1]
         if (target ~ /^\.\/staging\//) {
-          printf "\t%s => %s %s\n", f[i], f[i], sv
+          v = (f[i] in override) ? override[f[i]] : sv
+          printf "\t%s => %s %s\n", f[i], f[i], v
         } else if (target !~ /^\.\.?\//) {
           sub(/^[[:space:]]+/, "", line)
           printf "\t%s\n", line
@@ -156,7 +183,7 @@ build_kubernetes_cmd() {
     echo ")"
   } > "$dir/go.mod"
   cat "$dir/go.mod"
-  grep -q "k8s.io/apiserver => k8s.io/apiserver $staging_version" "$dir/go.mod" || {
+  grep -q "k8s.io/apiserver => k8s.io/apiserver v0\.$minor\." "$dir/go.mod" || {
     echo "parsing the replace block of $kmod failed"
     exit 1
   }
@@ -165,22 +192,46 @@ build_kubernetes_cmd() {
   local ld="-s -w"
   local pkg
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ld+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$kube_minor"
+    ld+=" -X $pkg.gitVersion=$version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     ld+=" -X $pkg.gitTreeState=clean"
   done
-  go build -trimpath -ldflags "$ld" -o "$out/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd"
-  mv -f "$out/$cmd.tmp" "$out/$cmd"
+  local pkgs=() cmd
+  for cmd in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/$cmd"); done
+  mkdir -p "$dir/bin"
+  go build -trimpath -ldflags "$ld" -o "$dir/bin/" "${pkgs[@]}"
+  for cmd in "$@"; do mv -f "$dir/bin/$cmd" "$out/$cmd"; done
 }
 
-build_kube_apiserver() {
-  build_kubernetes_cmd kube-apiserver
-  "$CACHE_DIR/kube-apiserver-$KUBE_VERSION/bin/kube-apiserver" --version
+# kube_ok <binary>: the binary prints the version it was built for.
+kube_ok() {
+  local bin="$1" version="$2"
+  if [[ "$(basename "$bin")" == kubectl ]]; then
+    tool_ok "$bin" "Client Version: $version" version --client
+  else
+    tool_ok "$bin" "Kubernetes $version" --version
+  fi
 }
 
-# The README's install commands use kubectl; the e2e test runs them.
-build_kubectl() {
-  build_kubernetes_cmd kubectl
-  "$CACHE_DIR/kubectl-$KUBE_VERSION/bin/kubectl" version --client
+# ensure_kubernetes <version> <overrides> <cmd>...: builds whichever of the
+# commands is not cached yet, all in one go build.
+ensure_kubernetes() {
+  local version="$1" overrides="$2"
+  shift 2
+  [[ "$version" =~ ^v1\.[0-9]+\.[0-9]+$ ]] || die "Kubernetes versions look like v1.37.2, not $version"
+  local out="$CACHE_DIR/kubernetes-$version/bin" missing=() cmd
+  for cmd in "$@"; do
+    kube_ok "$out/$cmd" "$version" || missing+=("$cmd")
+  done
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    log "Kubernetes $version cached: $*"
+    return
+  fi
+  # shellcheck disable=SC2317 # called through run_build
+  build_this() { build_kubernetes "$version" "$out" "$overrides" "${missing[@]}"; }
+  run_build "kubernetes" "$version" build_this
+  for cmd in "${missing[@]}"; do
+    kube_ok "$out/$cmd" "$version" || die "$cmd built but does not report $version"
+  done
 }
 
 # ---------------------------------------------------------------- helm
@@ -217,6 +268,108 @@ build_helm() {
   "$out/helm" version
 }
 
+# ---------------------------------------------------------- promql-check
+# A small program of this project on Prometheus's own rule-file parser: it
+# checks rule files as Prometheus loads them (YAML, names, durations, PromQL,
+# annotation templates) and prints each rule's series selectors as JSON. A
+# new revision of the program below needs a new PROMQL_CHECK_REVISION.
+PROMQL_CHECK_REVISION=r1
+build_promql_check() {
+  set -euxo pipefail
+  local out="$CACHE_DIR/promql-check-$PROMETHEUS_VERSION-$PROMQL_CHECK_REVISION/bin"
+  build_dir="$(new_build_dir promql-check)"
+  trap 'rm -rf "$build_dir"' EXIT
+  mkdir -p "$out"
+  cd "$build_dir"
+  printf 'module prestop-injector-tools/promql-check\n\ngo 1.24\n\nrequire github.com/prometheus/prometheus %s\n' \
+    "$PROMETHEUS_VERSION" > go.mod
+  cat > main.go <<'GO'
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/rulefmt"
+	"github.com/prometheus/prometheus/promql/parser"
+)
+
+// Set at build time: the revision of this program and the Prometheus module.
+var version = "unknown"
+
+type matcher struct {
+	Name  string `json:"name"`
+	Type  string `json:"type"`
+	Value string `json:"value"`
+}
+
+type rule struct {
+	Group     string      `json:"group"`
+	Name      string      `json:"name"`
+	Selectors [][]matcher `json:"selectors"`
+}
+
+func main() {
+	if len(os.Args) == 2 && os.Args[1] == "--version" {
+		fmt.Println("promql-check " + version)
+		return
+	}
+	p := parser.NewParser(parser.Options{})
+	failed := false
+	out := json.NewEncoder(os.Stdout)
+	for _, file := range os.Args[1:] {
+		groups, errs := rulefmt.ParseFile(file, false, model.UTF8Validation, p, slog.New(slog.DiscardHandler))
+		for _, err := range errs {
+			fmt.Fprintln(os.Stderr, err)
+			failed = true
+		}
+		if groups == nil {
+			continue
+		}
+		for _, group := range groups.Groups {
+			for _, r := range group.Rules {
+				expr, err := p.ParseExpr(r.Expr)
+				if err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					failed = true
+					continue
+				}
+				name := r.Alert
+				if name == "" {
+					name = r.Record
+				}
+				found := rule{Group: group.Name, Name: name, Selectors: [][]matcher{}}
+				parser.Inspect(expr, func(node parser.Node, _ []parser.Node) error {
+					if vs, ok := node.(*parser.VectorSelector); ok {
+						ms := []matcher{}
+						for _, m := range vs.LabelMatchers {
+							ms = append(ms, matcher{Name: m.Name, Type: m.Type.String(), Value: m.Value})
+						}
+						found.Selectors = append(found.Selectors, ms)
+					}
+					return nil
+				})
+				if err := out.Encode(found); err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					failed = true
+				}
+			}
+		}
+	}
+	if failed {
+		os.Exit(1)
+	}
+}
+GO
+  go build -trimpath -ldflags "-s -w -X 'main.version=$PROMQL_CHECK_REVISION $PROMETHEUS_VERSION'" \
+    -o "$out/promql-check.tmp" .
+  mv -f "$out/promql-check.tmp" "$out/promql-check"
+  "$out/promql-check" --version
+}
+
 # The whole run is inside main(), so bash has parsed all of it before it
 # starts: editing this file while a build runs cannot break that build.
 main() {
@@ -238,22 +391,19 @@ main() {
   export GOFLAGS="-mod=mod -buildvcs=false"
   export GO111MODULE=on
 
-  [[ "$KUBE_VERSION" =~ ^v1\.[0-9]+\.[0-9]+$ ]] || die "KUBE_VERSION must look like v1.37.2, not $KUBE_VERSION"
   [[ "$ETCD_VERSION" =~ ^v3\.5\.[0-9]+$ ]] || die "ETCD_VERSION must be a v3.5.x release, not $ETCD_VERSION"
   [[ "$HELM_VERSION" =~ ^v3\.[0-9]+\.[0-9]+$ ]] || die "HELM_VERSION must look like v3.22.0, not $HELM_VERSION"
 
-  kube_minor="$(echo "$KUBE_VERSION" | cut -d. -f2)"
-  kube_patch="$(echo "$KUBE_VERSION" | cut -d. -f3)"
-  staging_version="v0.${kube_minor}.${kube_patch}"
-
-  KUBE_APISERVER="$CACHE_DIR/kube-apiserver-$KUBE_VERSION/bin/kube-apiserver"
+  local kube="$CACHE_DIR/kubernetes-$KUBE_VERSION/bin"
+  local skew="$CACHE_DIR/kubernetes-$KUBE_SKEW_VERSION/bin"
+  local oldest="$CACHE_DIR/kubernetes-$KUBELET_OLDEST_VERSION/bin"
   ETCD="$CACHE_DIR/etcd-$ETCD_VERSION/bin/etcd"
   HELM="$CACHE_DIR/helm-$HELM_VERSION/bin/helm"
-  KUBECTL="$CACHE_DIR/kubectl-$KUBE_VERSION/bin/kubectl"
 
-  # etcd first (small, needed by every e2e test), then the long kube-apiserver
-  # build, then helm, then kubectl (quick once kube-apiserver's packages are
-  # in the Go build cache).
+  # etcd first (small, needed by every e2e test), then the long Kubernetes
+  # build (every command of the node in one go build), then helm, then the
+  # older releases of the version-skew tests, which reuse most of the
+  # module cache.
   if tool_ok "$ETCD" "etcd Version: ${ETCD_VERSION#v}" --version; then
     log "etcd $ETCD_VERSION cached"
   else
@@ -261,13 +411,8 @@ main() {
     tool_ok "$ETCD" "etcd Version: ${ETCD_VERSION#v}" --version || die "etcd built but --version is wrong"
   fi
 
-  if tool_ok "$KUBE_APISERVER" "Kubernetes $KUBE_VERSION" --version; then
-    log "kube-apiserver $KUBE_VERSION cached"
-  else
-    run_build kube-apiserver "$KUBE_VERSION" build_kube_apiserver
-    tool_ok "$KUBE_APISERVER" "Kubernetes $KUBE_VERSION" --version ||
-      die "kube-apiserver built but --version does not print $KUBE_VERSION"
-  fi
+  ensure_kubernetes "$KUBE_VERSION" "" \
+    kube-apiserver kubectl kubelet kube-proxy kube-controller-manager kube-scheduler
 
   if tool_ok "$HELM" "Version:\"$HELM_VERSION\"" version; then
     log "helm $HELM_VERSION cached"
@@ -276,23 +421,43 @@ main() {
     tool_ok "$HELM" "Version:\"$HELM_VERSION\"" version || die "helm built but 'helm version' is wrong"
   fi
 
-  if tool_ok "$KUBECTL" "Client Version: $KUBE_VERSION" version --client; then
-    log "kubectl $KUBE_VERSION cached"
+  PROMQL_CHECK="$CACHE_DIR/promql-check-$PROMETHEUS_VERSION-$PROMQL_CHECK_REVISION/bin/promql-check"
+  if tool_ok "$PROMQL_CHECK" "promql-check $PROMQL_CHECK_REVISION $PROMETHEUS_VERSION" --version; then
+    log "promql-check $PROMQL_CHECK_REVISION $PROMETHEUS_VERSION cached"
   else
-    run_build kubectl "$KUBE_VERSION" build_kubectl
-    tool_ok "$KUBECTL" "Client Version: $KUBE_VERSION" version --client ||
-      die "kubectl built but 'kubectl version --client' does not print $KUBE_VERSION"
+    run_build promql-check "$PROMETHEUS_VERSION" build_promql_check
+    tool_ok "$PROMQL_CHECK" "promql-check $PROMQL_CHECK_REVISION $PROMETHEUS_VERSION" --version ||
+      die "promql-check built but --version is wrong"
   fi
+
+  # The whole older control plane: a kube-scheduler or kube-proxy newer than
+  # the API server waits forever for APIs it does not serve.
+  ensure_kubernetes "$KUBE_SKEW_VERSION" "$KUBE_SKEW_OVERRIDES" \
+    kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet
+  ensure_kubernetes "$KUBELET_OLDEST_VERSION" "$KUBELET_OLDEST_OVERRIDES" kubelet
 
   tmp_env="$(mktemp "$CACHE_DIR/.tools.env.XXXXXX")"
   {
-    echo "KUBE_APISERVER=$KUBE_APISERVER"
+    echo "KUBE_APISERVER=$kube/kube-apiserver"
+    echo "KUBECTL=$kube/kubectl"
+    echo "KUBELET=$kube/kubelet"
+    echo "KUBE_PROXY=$kube/kube-proxy"
+    echo "KUBE_CONTROLLER_MANAGER=$kube/kube-controller-manager"
+    echo "KUBE_SCHEDULER=$kube/kube-scheduler"
     echo "ETCD=$ETCD"
     echo "HELM=$HELM"
-    echo "KUBECTL=$KUBECTL"
     echo "KUBE_VERSION=$KUBE_VERSION"
     echo "ETCD_VERSION=$ETCD_VERSION"
     echo "HELM_VERSION=$HELM_VERSION"
+    echo "PROMQL_CHECK=$PROMQL_CHECK"
+    echo "SKEW_KUBE_APISERVER=$skew/kube-apiserver"
+    echo "SKEW_KUBE_CONTROLLER_MANAGER=$skew/kube-controller-manager"
+    echo "SKEW_KUBE_SCHEDULER=$skew/kube-scheduler"
+    echo "SKEW_KUBE_PROXY=$skew/kube-proxy"
+    echo "SKEW_KUBELET=$skew/kubelet"
+    echo "SKEW_VERSION=$KUBE_SKEW_VERSION"
+    echo "OLDEST_KUBELET=$oldest/kubelet"
+    echo "OLDEST_KUBELET_VERSION=$KUBELET_OLDEST_VERSION"
   } > "$tmp_env"
   chmod 644 "$tmp_env"
   mv -f "$tmp_env" "$ENV_FILE"

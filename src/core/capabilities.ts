@@ -1,15 +1,35 @@
-// Cluster capabilities derived from the API server version, with operator
-// overrides for distributions that patch versions.
+// Cluster capabilities: what the API server stores and what every kubelet
+// runs, with operator overrides for distributions that patch versions.
+//
+// The sleep action needs both. An API server of 1.29 (or 1.30-1.33 with the
+// PodLifecycleSleepAction gate off) silently drops the handler, and one of
+// 1.28 or older rejects the pod. A 1.29 kubelet returns from the hook at
+// once, and one of 1.28 or older fails it: either way SIGTERM comes at t=0.
+// Kubelets may be three minors older than the API server, so the sleep
+// action is emitted only when the API server and the oldest kubelet are
+// both 1.30 or newer (and the server's gate, when known, is on).
 
 export interface KubeVersion {
   major: number;
   minor: number;
 }
 
+/** What is known of the cluster's versions. */
+export interface ClusterVersions {
+  /** The API server's version; null when unknown. */
+  server: KubeVersion | null;
+  /** The oldest kubelet of any node; null when unknown (no node list yet, or no access). */
+  oldestKubelet: KubeVersion | null;
+  /**
+   * The API server's own PodLifecycleSleepAction gate, read from its
+   * metrics; null when not read (the version's default is assumed).
+   */
+  sleepActionGate?: boolean | null;
+}
+
 export interface Capabilities {
-  /** Null when the version is unknown (no cluster, nothing configured). */
-  kubeVersion: KubeVersion | null;
-  /** lifecycle.*.sleep (KEP-3960): beta and on by default from 1.30. */
+  versions: ClusterVersions;
+  /** lifecycle.*.sleep (KEP-3960): beta and on by default from 1.30, on server and kubelets. */
   sleepAction: boolean;
   /** sleep.seconds: 0 is valid from 1.33 (KEP-4818). */
   zeroSleep: boolean;
@@ -21,13 +41,11 @@ export type Override = 'auto' | 'on' | 'off';
 
 export interface CapabilityOverrides {
   sleepAction?: Override;
-  zeroSleep?: Override;
-  nativeSidecars?: Override;
 }
 
 /** Accepts "1.30", "v1.30.2", "1.30+", "v1.29.3-eks-abcdef". */
 export function parseKubeVersion(text: string | undefined | null): KubeVersion | null {
-  if (text === undefined || text === null) return null;
+  if (typeof text !== 'string') return null;
   const match = /^v?(\d+)\.(\d+)/.exec(text.trim());
   if (match === null) return null;
   return { major: Number(match[1]), minor: Number(match[2]) };
@@ -35,6 +53,17 @@ export function parseKubeVersion(text: string | undefined | null): KubeVersion |
 
 export function formatKubeVersion(version: KubeVersion | null): string {
   return version === null ? 'unknown' : `${version.major}.${version.minor}`;
+}
+
+/** The older of two versions; unknown is older than any. */
+export function olderVersion(a: KubeVersion | null, b: KubeVersion | null): KubeVersion | null {
+  if (a === null || b === null) return null;
+  return a.major < b.major || (a.major === b.major && a.minor <= b.minor) ? a : b;
+}
+
+/** One version for the API server and every kubelet, as --kube-version gives it. */
+export function uniformVersions(version: KubeVersion | null): ClusterVersions {
+  return { server: version, oldestKubelet: version };
 }
 
 function atLeast(version: KubeVersion | null, minor: number): boolean {
@@ -49,14 +78,16 @@ function apply(derived: boolean, override: Override | undefined): boolean {
 }
 
 export function capabilitiesFor(
-  version: KubeVersion | null,
+  versions: ClusterVersions,
   overrides: CapabilityOverrides = {},
 ): Capabilities {
+  const everywhere = olderVersion(versions.server, versions.oldestKubelet);
+  const sleepAction = atLeast(everywhere, 30) && versions.sleepActionGate !== false;
   return {
-    kubeVersion: version,
-    sleepAction: apply(atLeast(version, 30), overrides.sleepAction),
-    zeroSleep: apply(atLeast(version, 33), overrides.zeroSleep),
-    nativeSidecars: apply(atLeast(version, 29), overrides.nativeSidecars),
+    versions,
+    sleepAction: apply(sleepAction, overrides.sleepAction),
+    zeroSleep: atLeast(everywhere, 33),
+    nativeSidecars: atLeast(everywhere, 29),
   };
 }
 

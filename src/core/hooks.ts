@@ -6,7 +6,7 @@
 // namespace. Columns: sl local rem st queues timer retrnsmt uid ...; state 01
 // is ESTABLISHED and 0A is LISTEN; the port is the hex after the colon.
 
-import type { LifecycleHandler } from './types.ts';
+import { isRecord, type LifecycleHandler } from './types.ts';
 
 export function sleepAction(seconds: number): LifecycleHandler {
   return { sleep: { seconds } };
@@ -25,16 +25,20 @@ export function execSleepBinary(path: string, seconds: number): LifecycleHandler
 const PROC_FILES = '/proc/net/tcp /proc/net/tcp6';
 const LOOPBACK_PATTERNS =
   '??????7F|0000000000000000FFFF0000??????7F|00000000000000000000000001000000';
+/** An IPv4 address as /proc/net/tcp6 writes it: ::ffff:a.b.c.d. */
+const V4_MAPPED_PREFIX = '0000000000000000FFFF0000';
 
 /**
  * Waits `delaySeconds`, then while any ESTABLISHED socket has a local port
  * that something LISTENs on (an inbound connection) and a peer outside the
  * pod, for at most `timeoutSeconds` more.
  *
- * Loopback peers are skipped: they are the pod's own containers, above all a
- * mesh sidecar whose connection pool to the app (and the app's to the
- * sidecar's outbound port) stays open until the app exits, so counting them
- * would always run to the timeout. The sidecar's hold covers those.
+ * Peers inside the pod are skipped: loopback, and the pod's own addresses
+ * (every local address of a socket in the table). They are the pod's own
+ * containers: a mesh sidecar's connection pool to the app, and, under
+ * Istio's outbound capture, the app's own pooled outbound connections,
+ * which reach the proxy's port 15001 from the pod's IP. Counting them would
+ * always run to the timeout; the sidecar's hold covers those.
  *
  * With `quietSeconds` > 0 it also ends once the pod has been quiet that many
  * seconds in a row: no connection opened and no TCP segment in or out beyond
@@ -60,11 +64,18 @@ export function drainScript(
 ): string {
   const lines = [
     `sleep ${delaySeconds}`,
+    // l: listening ports; o: the pod's own addresses, v4-mapped ones as plain v4.
     'inbound() {',
     "  l=' '",
+    "  o=' '",
     `  for f in ${PROC_FILES}; do`,
     '    [ -r "$f" ] || continue',
-    '    while read -r n a r s x; do [ "$s" = 0A ] && l="$l${a##*:} "; done < "$f"',
+    '    while read -r n a r s x; do',
+    '      [ "$s" = 0A ] && l="$l${a##*:} "',
+    // A pod has few distinct local addresses: each is kept once, so o stays short.
+    `      x=\${a%%:*}; x=\${x#${V4_MAPPED_PREFIX}}`,
+    '      case "$o" in *" $x "*) ;; *) o="$o$x " ;; esac',
+    '    done < "$f"',
     '  done',
     `  for f in ${PROC_FILES}; do`,
     '    [ -r "$f" ] || continue',
@@ -72,6 +83,9 @@ export function drainScript(
     '      [ "$s" = 01 ] || continue',
     // 127.0.0.0/8 (little-endian hex, so its first octet is last), ::ffff:127.x, ::1.
     `      case "\${r%%:*}" in ${LOOPBACK_PATTERNS}) continue ;; esac`,
+    '      p=${r%%:*}',
+    `      p=\${p#${V4_MAPPED_PREFIX}}`,
+    '      case "$o" in *" $p "*) continue ;; esac',
     '      case "$l" in *" ${a##*:} "*) return 0 ;; esac',
     '    done < "$f"',
     '  done',
@@ -196,6 +210,27 @@ export function proxyHoldHook(
   return {
     exec: { command: ['/bin/sh', '-c', proxyHoldScript(minSeconds, maxSeconds, proxyUid)] },
   };
+}
+
+/**
+ * How long a hook someone else wrote runs, when that is fixed: a sleep
+ * action, or a plain `sleep N` command (through a shell or not). Null for
+ * anything else.
+ */
+export function fixedHookSeconds(handler: LifecycleHandler | undefined): number | null {
+  if (handler === undefined) return null;
+  if (isRecord(handler.sleep) && typeof handler.sleep.seconds === 'number') {
+    return handler.sleep.seconds;
+  }
+  const command = isRecord(handler.exec) ? handler.exec.command : undefined;
+  if (!Array.isArray(command) || !command.every((part) => typeof part === 'string')) return null;
+  const shell =
+    command.length === 3 && /(^|\/)(ba|da)?sh$/.test(command[0]!) && command[1] === '-c';
+  const words = shell ? command[2]!.trim().split(/\s+/) : command;
+  if (words.length !== 2 || !/^(?:\S*\/)?sleep$/.test(words[0]!) || !/^\d+$/.test(words[1]!)) {
+    return null;
+  }
+  return Number(words[1]);
 }
 
 const HANDLER_KEYS = ['exec', 'httpGet', 'tcpSocket', 'sleep'] as const;

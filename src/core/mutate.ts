@@ -10,8 +10,8 @@ export interface MutationContext {
   defaults: Settings;
   capabilities: Capabilities;
   config: PlannerConfig;
-  /** The namespace's annotations, when known. */
-  namespaceAnnotations?: Readonly<Record<string, string>> | undefined;
+  /** The namespace's annotations, when known (untrusted: values may be of any type). */
+  namespaceAnnotations?: unknown;
 }
 
 export interface Mutation extends Plan {
@@ -22,13 +22,14 @@ export interface Mutation extends Plan {
 }
 
 export function mutatePod(pod: PodLike, context: MutationContext): Mutation {
-  const { settings, warnings: policyWarnings } = resolveSettings(
-    context.defaults,
-    context.namespaceAnnotations,
-    pod.metadata?.annotations,
-  );
+  const {
+    settings,
+    warnings: policyWarnings,
+    podOptIn,
+  } = resolveSettings(context.defaults, context.namespaceAnnotations, pod.metadata?.annotations);
   const plan = planPod(pod, {
     settings,
+    podOptIn,
     capabilities: context.capabilities,
     config: context.config,
   });

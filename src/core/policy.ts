@@ -2,6 +2,7 @@
 // Precedence, lowest first: built-in defaults < server config < namespace < pod.
 
 import { Annotation } from './annotations.ts';
+import { isRecord } from './types.ts';
 
 export type Mode = 'sleep' | 'drain';
 
@@ -42,18 +43,25 @@ export interface PolicyWarning {
 
 type Parsed<T> = { ok: true; value: T } | { ok: false; reason: string };
 
-function parseEnabled(raw: string): Parsed<boolean> {
-  const value = raw.trim().toLowerCase();
-  if (value === 'enabled' || value === 'true') return { ok: true, value: true };
-  if (value === 'disabled' || value === 'false') return { ok: true, value: false };
-  return { ok: false, reason: 'expected "enabled" or "disabled"' };
+/** The words of the enabled/disabled settings, after trim and lower case. */
+const ENABLED_WORDS: Readonly<Record<string, boolean>> = {
+  enabled: true,
+  true: true,
+  disabled: false,
+  false: false,
+};
+const MODE_WORDS: Readonly<Record<string, Mode>> = { sleep: 'sleep', drain: 'drain' };
+
+function wordsParser<T>(words: Readonly<Record<string, T>>, reason: string) {
+  return (raw: string): Parsed<T> => {
+    const value = raw.trim().toLowerCase();
+    if (Object.hasOwn(words, value)) return { ok: true, value: words[value]! };
+    return { ok: false, reason };
+  };
 }
 
-function parseMode(raw: string): Parsed<Mode> {
-  const value = raw.trim().toLowerCase();
-  if (value === 'sleep' || value === 'drain') return { ok: true, value };
-  return { ok: false, reason: 'expected "sleep" or "drain"' };
-}
+const parseEnabled = wordsParser(ENABLED_WORDS, 'expected "enabled" or "disabled"');
+const parseMode = wordsParser(MODE_WORDS, 'expected "sleep" or "drain"');
 
 function integerIn(min: number, max: number) {
   return (raw: string): Parsed<number> => {
@@ -68,6 +76,7 @@ function integerIn(min: number, max: number) {
 }
 
 const CONTAINER_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const CONTAINER_NAME_MAX_LENGTH = 63;
 
 function parseNameList(raw: string): Parsed<string[] | null> {
   const names = raw
@@ -75,22 +84,51 @@ function parseNameList(raw: string): Parsed<string[] | null> {
     .map((name) => name.trim())
     .filter((name) => name !== '');
   if (names.length === 0) return { ok: false, reason: 'expected comma-separated container names' };
-  const bad = names.find((name) => !CONTAINER_NAME.test(name) || name.length > 63);
+  const bad = names.find(
+    (name) => !CONTAINER_NAME.test(name) || name.length > CONTAINER_NAME_MAX_LENGTH,
+  );
   if (bad !== undefined) return { ok: false, reason: `"${bad}" is not a container name` };
   return { ok: true, value: [...new Set(names)] };
 }
 
+/**
+ * What each parser accepts, as data (after trimming): the admission policy's
+ * CEL is generated from it, so the two cannot drift apart.
+ */
+export type SettingSyntax =
+  | { kind: 'words'; words: Readonly<Record<string, boolean | string>> }
+  | { kind: 'integer'; min: number; max: number }
+  | { kind: 'names'; pattern: RegExp; maxLength: number };
+
 type SettingParsers = { [K in SettingName]: (raw: string) => Parsed<Settings[K]> };
 
-/** The one table from setting to annotation key and parser. */
-export const SETTING_SPECS: { [K in SettingName]: { key: string; parse: SettingParsers[K] } } = {
-  inject: { key: Annotation.inject, parse: parseEnabled },
-  mode: { key: Annotation.mode, parse: parseMode },
-  delaySeconds: { key: Annotation.delaySeconds, parse: integerIn(0, 3600) },
-  drainTimeoutSeconds: { key: Annotation.drainTimeoutSeconds, parse: integerIn(1, 3600) },
-  drainQuietSeconds: { key: Annotation.drainQuietSeconds, parse: integerIn(0, 3600) },
-  containers: { key: Annotation.containers, parse: parseNameList },
-  sidecars: { key: Annotation.sidecars, parse: parseEnabled },
+function integerSetting(min: number, max: number) {
+  return { parse: integerIn(min, max), syntax: { kind: 'integer', min, max } as const };
+}
+
+/** The one table from setting to annotation key, parser and what the parser accepts. */
+export const SETTING_SPECS: {
+  [K in SettingName]: { key: string; parse: SettingParsers[K]; syntax: SettingSyntax };
+} = {
+  inject: {
+    key: Annotation.inject,
+    parse: parseEnabled,
+    syntax: { kind: 'words', words: ENABLED_WORDS },
+  },
+  mode: { key: Annotation.mode, parse: parseMode, syntax: { kind: 'words', words: MODE_WORDS } },
+  delaySeconds: { key: Annotation.delaySeconds, ...integerSetting(0, 3600) },
+  drainTimeoutSeconds: { key: Annotation.drainTimeoutSeconds, ...integerSetting(1, 3600) },
+  drainQuietSeconds: { key: Annotation.drainQuietSeconds, ...integerSetting(0, 3600) },
+  containers: {
+    key: Annotation.containers,
+    parse: parseNameList,
+    syntax: { kind: 'names', pattern: CONTAINER_NAME, maxLength: CONTAINER_NAME_MAX_LENGTH },
+  },
+  sidecars: {
+    key: Annotation.sidecars,
+    parse: parseEnabled,
+    syntax: { kind: 'words', words: ENABLED_WORDS },
+  },
 };
 
 const SETTING_NAMES = Object.keys(SETTING_SPECS) as SettingName[];
@@ -100,24 +138,29 @@ const SETTING_NAMES = Object.keys(SETTING_SPECS) as SettingName[];
  * same way). Bad values are dropped with a warning naming the key and value.
  */
 export function parseLayer(
-  raw: Readonly<Record<string, string | undefined>> | undefined,
+  raw: unknown,
   source: PolicyWarning['source'],
   keyOf: (name: SettingName) => string = (name) => SETTING_SPECS[name].key,
 ): { settings: Partial<Settings>; warnings: PolicyWarning[] } {
   const settings: Partial<Settings> = {};
   const warnings: PolicyWarning[] = [];
-  if (raw === undefined) return { settings, warnings };
+  // Absent, null (as kustomize and Helm write it) or not a map: no settings.
+  if (!isRecord(raw)) return { settings, warnings };
   for (const name of SETTING_NAMES) {
     const key = keyOf(name);
     const value = raw[key];
-    if (value === undefined) continue;
-    const parsed = SETTING_SPECS[name].parse(value);
+    if (value === undefined || value === null) continue;
+    // Annotation values are strings; YAML's unquoted 20 or true is not one.
+    const parsed =
+      typeof value === 'string'
+        ? SETTING_SPECS[name].parse(value)
+        : ({ ok: false, reason: 'expected a string (quote it in YAML)' } as const);
     if (parsed.ok) {
       (settings as Record<string, unknown>)[name] = parsed.value;
     } else {
       warnings.push({
         key,
-        value,
+        value: String(value),
         source,
         reason: parsed.reason,
         message: `ignored ${source} value ${JSON.stringify(value)} for ${key}: ${parsed.reason}`,
@@ -144,13 +187,15 @@ export function mergeSettings(base: Settings, ...layers: Partial<Settings>[]): S
  */
 export function resolveSettings(
   serverDefaults: Settings,
-  namespaceAnnotations: Readonly<Record<string, string>> | undefined,
-  podAnnotations: Readonly<Record<string, string>> | undefined,
-): { settings: Settings; warnings: PolicyWarning[] } {
+  namespaceAnnotations: unknown,
+  podAnnotations: unknown,
+): { settings: Settings; warnings: PolicyWarning[]; podOptIn: boolean } {
   const namespace = parseLayer(namespaceAnnotations, 'namespace');
   const pod = parseLayer(podAnnotations, 'pod');
   return {
     settings: mergeSettings(serverDefaults, namespace.settings, pod.settings),
     warnings: [...namespace.warnings, ...pod.warnings],
+    // The pod itself says inject: stronger than a namespace or server default.
+    podOptIn: pod.settings.inject === true,
   };
 }

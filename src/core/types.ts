@@ -4,9 +4,7 @@
 // the API server sent, so fields this code has never heard of survive every
 // mutation untouched. Never build a pod from these types; only look through them.
 
-export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
-
-export interface EnvVar {
+interface EnvVar {
   name: string;
   value?: string;
   [key: string]: unknown;
@@ -30,7 +28,7 @@ export interface Container {
   [key: string]: unknown;
 }
 
-export interface PodSpec {
+interface PodSpec {
   containers: Container[];
   initContainers?: Container[];
   hostNetwork?: boolean;
@@ -39,7 +37,7 @@ export interface PodSpec {
   [key: string]: unknown;
 }
 
-export interface ObjectMeta {
+interface ObjectMeta {
   name?: string;
   generateName?: string;
   namespace?: string;

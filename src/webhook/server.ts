@@ -4,38 +4,44 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import { performance } from 'node:perf_hooks';
 import Fastify, {
-  type FastifyBaseLogger,
+  LogController,
   type FastifyError,
   type FastifyInstance,
   type FastifyReply,
+  type FastifyRequest,
 } from 'fastify';
 import type { Logger } from 'pino';
 import { isRecord } from '../core/types.ts';
-import { AdmissionLog, type AdmissionLogMode, type AdmissionRecord } from './admission-log.ts';
-import { decodeReview, type AdmissionRequest } from './admission.ts';
 import {
-  createAdmissionHandler,
+  createPodAdmission,
   type AdmissionEnvironment,
   type AdmissionResult,
   type AdmissionSummary,
-  type AnswerCacheResult,
-} from './handler.ts';
+} from './admission.ts';
+import { decodeReview, reviewJson, type AdmissionRequest } from './review.ts';
 import type { KeyPair } from './tls.ts';
 
 /** Pods are a few KiB, rarely a few hundred; the API server caps requests at 3 MiB. */
 export const BODY_LIMIT_BYTES = 3 * 1024 * 1024;
 
+/** What the server reports to its metrics. */
 export interface AdmissionObserver {
-  (summary: AdmissionSummary, seconds: number, cache: AnswerCacheResult): void;
+  admission(summary: AdmissionSummary, seconds: number): void;
+  /** A request answered 4xx: not an AdmissionReview, unparsable, too large. */
+  malformed(statusCode: number): void;
 }
 
 export interface WebhookAppOptions {
   keyPair: KeyPair;
   environment: AdmissionEnvironment;
   logger: Logger;
-  /** Default grouped: see admission-log.ts. */
-  admissionLog?: AdmissionLogMode;
-  observe?: AdmissionObserver;
+  observer?: AdmissionObserver;
+  /**
+   * True once the server is shutting down: each answer then closes its
+   * connection, so the API server's pooled connections move to a ready
+   * replica instead of returning here.
+   */
+  draining?: () => boolean;
 }
 
 function podLabel(object: unknown, fallback: string): string {
@@ -46,80 +52,89 @@ function podLabel(object: unknown, fallback: string): string {
   return typeof generateName === 'string' && generateName !== '' ? `${generateName}*` : fallback;
 }
 
-function clientErrorHandler(
-  error: FastifyError,
-  _request: unknown,
-  reply: { code(n: number): { send(body: unknown): void } },
-) {
-  const status =
-    error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500
-      ? error.statusCode
-      : 400;
-  reply.code(status).send({ error: error.code ?? 'BAD_REQUEST', message: error.message });
+/** The fields of an admission's log line. */
+function admissionFields(review: AdmissionRequest, summary: AdmissionSummary, ms: number) {
+  return {
+    namespace: review.namespace,
+    pod: podLabel(review.object, review.name),
+    uid: review.uid,
+    ...(review.dryRun ? { dryRun: true } : {}),
+    outcome: summary.outcome,
+    reason: summary.reason,
+    mode: summary.outcome === 'mutated' ? summary.mode : undefined,
+    hooks: summary.hooks,
+    grace: summary.grace ?? undefined,
+    warnings:
+      summary.policyWarnings.length > 0 ? summary.policyWarnings.map((w) => w.key) : undefined,
+    ms: Math.round(ms * 100) / 100,
+  };
 }
 
-export type WebhookApp = FastifyInstance<
-  HttpsServer,
-  IncomingMessage,
-  ServerResponse,
-  FastifyBaseLogger
->;
+export type WebhookApp = FastifyInstance<HttpsServer, IncomingMessage, ServerResponse, Logger>;
 
 export function createWebhookApp(options: WebhookAppOptions): WebhookApp {
-  const { environment, logger, observe } = options;
+  const { environment, logger, observer } = options;
   const app = Fastify({
     https: { key: options.keyPair.key, cert: options.keyPair.cert, minVersion: 'TLSv1.2' },
-    // The route writes the admission log itself (admission-log.ts); Fastify
-    // gets no logger, which spares a child logger per request.
-    logger: false,
+    loggerInstance: logger,
+    // One line per admission, written by the route; no request/response pair.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: BODY_LIMIT_BYTES,
     onProtoPoisoning: 'remove',
     onConstructorPoisoning: 'remove',
     // While closing, requests on open connections are still admissions to answer.
     return503OnClosing: false,
   });
-  app.setErrorHandler(clientErrorHandler);
+  const badRequest = (reply: FastifyReply, status: number, code: string, message: string) => {
+    observer?.malformed(status);
+    return reply.code(status).send({ error: code, message });
+  };
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    const status =
+      error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500
+        ? error.statusCode
+        : 400;
+    request.log.warn({ error: error.message, status }, 'rejected malformed request');
+    return badRequest(reply, status, error.code ?? 'BAD_REQUEST', error.message);
+  });
   // Reviews are JSON; anything else is 415, not a string to misread.
   app.removeContentTypeParser('text/plain');
 
-  const handle = createAdmissionHandler(environment);
-  const admissionLog = new AdmissionLog(logger, options.admissionLog ?? 'grouped');
-  // After the in-flight requests: their records are pending until then.
-  app.addHook('onClose', async () => admissionLog.close());
-
-  const finish = (
-    review: AdmissionRequest,
-    { body, summary, cache }: AdmissionResult,
-    startedMs: number,
+  const admit = createPodAdmission(environment);
+  const answer = (
+    request: FastifyRequest,
     reply: FastifyReply,
+    review: AdmissionRequest,
+    { response, summary }: AdmissionResult,
+    startedMs: number,
   ) => {
     const ms = performance.now() - startedMs;
-    observe?.(summary, ms / 1000, cache);
-    const record: AdmissionRecord = {
-      namespace: review.namespace,
-      pod: podLabel(review.object, review.name),
-      uid: review.uid,
-      ...(review.dryRun ? { dryRun: true } : {}),
-      ms: Math.round(ms * 100) / 100,
-    };
-    admissionLog.record(summary, cache, record);
+    observer?.admission(summary, ms / 1000);
+    const fields = admissionFields(review, summary, ms);
+    if (summary.outcome === 'error') request.log.error(fields, 'admission');
+    else request.log.info(fields, 'admission');
+    if (options.draining?.() === true) reply.header('connection', 'close');
     // Serialized already: with a content type set, Fastify sends a string as it is.
-    return reply.type('application/json; charset=utf-8').send(body);
+    return reply
+      .type('application/json; charset=utf-8')
+      .send(reviewJson(review.apiVersion, response));
   };
 
-  // Not async: a kept answer is sent in the same turn, with no promise to settle.
+  // Not async: a pod whose namespace is known is answered in the same turn.
   app.post('/mutate', (request, reply) => {
     const startedMs = performance.now();
     const decoded = decodeReview(request.body);
     if (!decoded.ok) {
-      logger.warn({ error: decoded.message }, 'rejected malformed AdmissionReview');
-      reply.code(400).send({ error: 'BAD_REQUEST', message: decoded.message });
+      request.log.warn({ error: decoded.message }, 'rejected malformed AdmissionReview');
+      badRequest(reply, 400, 'BAD_REQUEST', decoded.message);
       return;
     }
     const review = decoded.request;
-    const result = handle(review);
-    if (result instanceof Promise) return result.then((r) => finish(review, r, startedMs, reply));
-    finish(review, result, startedMs, reply);
+    const result = admit(review);
+    if (result instanceof Promise) {
+      return result.then((settled) => answer(request, reply, review, settled, startedMs));
+    }
+    answer(request, reply, review, result, startedMs);
     return;
   });
   return app;

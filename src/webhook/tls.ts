@@ -14,7 +14,7 @@ export interface KeyPair {
   notAfterMs: number;
 }
 
-export function loadKeyPair(certPath: string, keyPath: string): KeyPair {
+function loadKeyPair(certPath: string, keyPath: string): KeyPair {
   return checkedPair(readFileSync(certPath), readFileSync(keyPath));
 }
 

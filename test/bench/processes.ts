@@ -3,12 +3,28 @@
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
+import {
+  closeSync,
+  constants,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getFreePorts } from '../support/free-port.ts';
-import type { DevCerts } from '../support/reviews.ts';
+import type { DevCerts } from '../support/serve.ts';
 
-const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
+const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
+const DOCKERFILE = fileURLToPath(new URL('../../Dockerfile', import.meta.url));
+
+/** The NODE_OPTIONS the image runs `serve` with: the webhook is measured as it runs there. */
+export function imageNodeOptions(): string {
+  return /^ENV NODE_OPTIONS=(.*)$/m.exec(readFileSync(DOCKERFILE, 'utf8'))?.[1]?.trim() ?? '';
+}
 const FLOOR = fileURLToPath(new URL('./floor.ts', import.meta.url));
 const LOG_COUNT = fileURLToPath(new URL('./log-count.ts', import.meta.url));
 
@@ -60,14 +76,18 @@ async function waitUntil(check: () => Promise<boolean>, what: string, child: Chi
   throw new Error(`${what} did not start in 30 s`);
 }
 
+/** Another checkout's CLI: src/cli/main.ts, or src/cli.ts before the rooms (a before/after). */
+function checkoutEntry(checkout: string): string {
+  const entry = join(checkout, 'src', 'cli', 'main.ts');
+  return existsSync(entry) ? entry : join(checkout, 'src', 'cli.ts');
+}
+
 export interface WebhookOptions {
   certs: DevCerts;
   /** Extra node flags, such as --cpu-prof. */
   nodeArgs?: string[];
   /** Another checkout of this project (with its node_modules) to run instead of this one. */
   checkout?: string;
-  /** Extra flags of `serve`. */
-  serveArgs?: string[];
 }
 
 export interface WebhookProcess extends ServerProcess {
@@ -77,13 +97,25 @@ export interface WebhookProcess extends ServerProcess {
 
 /**
  * `prestop-injector serve` with no cluster, injection on by default,
- * Kubernetes 1.33. Its log goes down a pipe, as to a container runtime,
- * read by a process apart from the load generator (log-count.ts) that counts
- * the admissions it records.
+ * Kubernetes 1.33. Its log goes down a pipe of its own, as to a container
+ * runtime, read by a process apart from the load generator (log-count.ts)
+ * that counts the admissions it records. The pipe is a FIFO opened here for
+ * writing: a blocking file description of the webhook's alone. (A pipe end
+ * of this process's, handed down, is non-blocking, and a full pipe then
+ * makes pino's writer retry on EAGAIN, which no container runtime's pipe
+ * does.)
  */
 export async function startWebhook(options: WebhookOptions): Promise<WebhookProcess> {
   const [port, healthPort] = await getFreePorts(2);
-  const counter = spawn(process.execPath, [LOG_COUNT], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const fifo = join(mkdtempSync(join(tmpdir(), 'prestop-bench-log-')), 'log');
+  const made = spawnSync('mkfifo', [fifo]);
+  if (made.status !== 0) throw new Error(`mkfifo: ${made.stderr.toString()}`);
+  // Read end first (a FIFO opened for writing waits for a reader), then the
+  // write end, before the reader starts: it never sees a FIFO with no writer.
+  const readFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+  const logFd = openSync(fifo, 'w');
+  const counter = spawn(process.execPath, [LOG_COUNT], { stdio: [readFd, 'pipe', 'inherit'] });
+  closeSync(readFd);
   if (CPUS !== null) pin(counter.pid!, CPUS.client);
   let counted = '';
   counter.stdout!.on('data', (chunk: Buffer) => (counted += chunk.toString()));
@@ -98,18 +130,21 @@ export async function startWebhook(options: WebhookOptions): Promise<WebhookProc
     process.execPath,
     [
       ...(options.nodeArgs ?? []),
-      options.checkout === undefined ? CLI : join(options.checkout, 'src', 'cli.ts'),
+      options.checkout === undefined ? CLI : checkoutEntry(options.checkout),
       'serve',
       ...['--host', '127.0.0.1', '--port', String(port), '--health-port', String(healthPort)],
-      ...['--tls-cert', options.certs.cert, '--tls-key', options.certs.key],
+      ...['--tls-cert', options.certs.certPath, '--tls-key', options.certs.keyPath],
       ...['--cluster', 'off', '--kube-version', '1.33', '--inject-default', 'enabled'],
-      ...(options.serveArgs ?? []),
     ],
-    { stdio: ['ignore', counter.stdin!, 'inherit'], env: { ...process.env, KUBECONFIG: '' } },
+    {
+      stdio: ['ignore', logFd, 'inherit'],
+      env: { ...process.env, KUBECONFIG: '', NODE_OPTIONS: imageNodeOptions() },
+    },
   );
   pinServer(child);
   // The webhook holds the pipe now; the counter sees its end when the webhook exits.
-  counter.stdin!.destroy();
+  closeSync(logFd);
+  rmSync(dirname(fifo), { recursive: true, force: true });
   await waitUntil(
     async () => (await fetch(`http://127.0.0.1:${healthPort}/readyz`)).ok,
     'the webhook',
@@ -126,7 +161,7 @@ export async function startWebhook(options: WebhookOptions): Promise<WebhookProc
 }
 
 export async function startFloor(certs: DevCerts, nodeArgs: string[] = []): Promise<ServerProcess> {
-  const child = spawn(process.execPath, [...nodeArgs, FLOOR, certs.cert, certs.key, '0'], {
+  const child = spawn(process.execPath, [...nodeArgs, FLOOR, certs.certPath, certs.keyPath, '0'], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   pinServer(child);

@@ -1,30 +1,40 @@
 // npm run bench [-- --duration S --rounds N --connections C --docs N --json]
 // npm run bench -- --profile [--case 'plain pod'|'istio pod'|'opted-out pod']
 // npm run bench -- --against DIR [--only CASES]   (DIR: another checkout, with node_modules)
-// --admission-log each|grouped: this checkout's webhook log mode (default: serve's own)
 //
 // Admission throughput and latency of the real `serve` process against a
 // floor (a bare Fastify HTTPS route on the same certificate that parses the
 // body and answers a constant review), measured in the same run with the same
 // client settings, alternating webhook and floor round by round; then the
-// CLI's pods per second on a generated multi-document YAML.
+// CLI's pods per second on a generated multi-document YAML. --json ends with
+// one line for the case that matters most, an Istio pod of a new template
+// each time: its ratio sharing a CPU, and the webhook's resident memory once
+// it has planned every template.
 // --profile instead loads the Istio case under node --cpu-prof and ranks the
 // webhook's functions by CPU time.
 
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { httpsPost, makeCerts, type DevCerts, type ReviewReply } from '../support/reviews.ts';
+import { httpsPost, type ReviewReply } from '../support/reviews.ts';
+import { makeDevCerts, type DevCerts } from '../support/serve.ts';
 import { load, median, type LoadResult, type LoadSettings } from './load.ts';
-import { CPUS, pin, startFloor, startWebhook, type ServerProcess } from './processes.ts';
+import {
+  CPUS,
+  imageNodeOptions,
+  pin,
+  startFloor,
+  startWebhook,
+  type ServerProcess,
+} from './processes.ts';
 import { formatSummary, monotonicUs, summarizeProfile } from './profile.ts';
 import { podStream, scenarios, type Scenario } from './reviews.ts';
 
-const CLI = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
+const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 const WARMUP_SECONDS = 2;
 /** Runs with webhook and floor loaded together (see measure()). */
 const SHARED_ROUNDS = 3;
@@ -40,7 +50,6 @@ const { values: args } = parseArgs({
     case: { type: 'string', default: 'istio pod' },
     only: { type: 'string' },
     against: { type: 'string' },
-    'admission-log': { type: 'string' },
   },
 });
 
@@ -50,20 +59,18 @@ const settings: LoadSettings = {
 };
 const rounds = Number(args.rounds);
 const say = (line = '') => process.stdout.write(`${line}\n`);
-/** Flags of this checkout's `serve`. */
-const serveArgs =
-  args['admission-log'] === undefined ? [] : ['--admission-log', args['admission-log']];
-const serveLabel = serveArgs.length === 0 ? '' : ` (${serveArgs.join(' ')})`;
+/** The case --json reports. */
+const FRESH_CASE = 'istio pod (new template each)';
 
 /**
  * Real requests to each server per scenario, checked: the load must measure
- * real answers. Two replicas get the same patch, each under its own uid.
+ * real answers. Two pods of a case get the same patch, each under its own uid.
  */
 async function checkAnswers(webhook: ServerProcess, floor: ServerProcess, certs: DevCerts) {
   for (const scenario of chosenScenarios()) {
     const patches = new Set<string | undefined>();
     for (const body of scenario.bodies.slice(0, 2)) {
-      const reply = await httpsPost(webhook.port, '/mutate', body, certs.ca);
+      const reply = await httpsPost(webhook.port, '/mutate', body, certs.caPem);
       const review = reply.json<ReviewReply>();
       const uid = (JSON.parse(body) as { request: { uid: string } }).request.uid;
       if (reply.status !== 200 || review.response.allowed !== true || review.response.uid !== uid) {
@@ -74,12 +81,12 @@ async function checkAnswers(webhook: ServerProcess, floor: ServerProcess, certs:
         throw new Error(`${scenario.name}: webhook ${mutated ? 'patched' : 'did not patch'} it`);
       }
       patches.add(review.response.patch);
-      const floorReply = await httpsPost(floor.port, '/mutate', body, certs.ca);
+      const floorReply = await httpsPost(floor.port, '/mutate', body, certs.caPem);
       if (floorReply.status !== 200 || floorReply.json<ReviewReply>().response.allowed !== true) {
         throw new Error(`${scenario.name}: floor answered ${floorReply.status}`);
       }
     }
-    // A new image tag plans afresh to the same hooks.
+    // A new image tag plans to the same hooks.
     if (patches.size !== 1) {
       throw new Error(`${scenario.name}: ${patches.size} distinct patches for two pods`);
     }
@@ -103,25 +110,16 @@ function chosenScenarios(): Scenario[] {
 interface Paired {
   webhook: LoadResult[];
   floor: LoadResult[];
-  /** Webhook admissions answered from its answer cache, over all its runs. */
-  hits: number;
-  answered: number;
   /** Webhook over floor req/s, per run with both loaded at once on one CPU. */
   shared: number[];
 }
 
-type AnswerCounts = Record<'hit' | 'miss' | 'bypass', number>;
-
-/** The webhook's own count of where its answers came from (GET /metrics). */
-async function answerCounts(webhook: ServerProcess): Promise<AnswerCounts> {
-  const text = await (await fetch(`http://127.0.0.1:${webhook.healthPort}/metrics`)).text();
-  const counts: AnswerCounts = { hit: 0, miss: 0, bypass: 0 };
-  for (const match of text.matchAll(
-    /^prestop_injector_answer_cache_total\{result="(\w+)"\} (\d+)/gm,
-  )) {
-    counts[match[1] as keyof AnswerCounts] = Number(match[2]);
-  }
-  return counts;
+/** Resident memory of a process, in MiB. */
+function rssMib(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kib = /^VmRSS:\s+(\d+) kB/m.exec(status);
+  if (kib === null) throw new Error(`no VmRSS for process ${pid}`);
+  return Number(kib[1]) / 1024;
 }
 
 /** The servers loaded at once with one case; pinned, they share the server CPU. */
@@ -134,7 +132,7 @@ function loadTogether(servers: readonly ServerProcess[], scenario: Scenario) {
 async function measure(webhook: ServerProcess, floor: ServerProcess) {
   const all = chosenScenarios();
   const results = new Map<string, Paired>(
-    all.map((s) => [s.name, { webhook: [], floor: [], hits: 0, answered: 0, shared: [] }]),
+    all.map((s) => [s.name, { webhook: [], floor: [], shared: [] }]),
   );
   let webhookAnswers = 0;
   say(`warm-up: ${WARMUP_SECONDS} s per server and case`);
@@ -153,16 +151,9 @@ async function measure(webhook: ServerProcess, floor: ServerProcess) {
       for (const which of order) {
         const server = which === 'webhook' ? webhook : floor;
         const paired = results.get(scenario.name)!;
-        const before = which === 'webhook' ? await answerCounts(webhook) : null;
         const result = await load(server, scenario.bodies, settings, scenario.oneSequence);
         paired[which].push(result);
-        if (before !== null) {
-          const after = await answerCounts(webhook);
-          paired.hits += after.hit - before.hit;
-          paired.answered += after.hit + after.miss + after.bypass;
-          paired.answered -= before.hit + before.miss + before.bypass;
-          webhookAnswers += result.requests;
-        }
+        if (which === 'webhook') webhookAnswers += result.requests;
       }
     }
     const line = all.map((scenario) => {
@@ -190,8 +181,6 @@ async function measure(webhook: ServerProcess, floor: ServerProcess) {
 
 interface Row {
   scenario: Scenario;
-  /** Share of the webhook's admissions answered from its answer cache. */
-  hitShare: number;
   /** Median webhook / floor req/s sharing one CPU; null where it cannot be pinned. */
   sharedRatio: number | null;
   webhookRps: number;
@@ -210,7 +199,6 @@ function summarize(scenario: Scenario, paired: Paired): Row {
   });
   return {
     scenario,
-    hitShare: paired.answered === 0 ? 0 : paired.hits / paired.answered,
     sharedRatio: paired.shared.length === 0 ? null : median(paired.shared),
     webhookRps: median(paired.webhook.map((r) => r.rps)),
     floorRps: median(paired.floor.map((r) => r.rps)),
@@ -224,12 +212,12 @@ function summarize(scenario: Scenario, paired: Paired): Row {
 function table(rows: Row[]): string {
   const ms = (n: number) => n.toFixed(2);
   const lines = [
-    '| case | body | from cache | webhook req/s | floor req/s | ratio | ratio sharing a CPU | p50 ms | p99 ms | p99.9 ms | floor p50 / p99 / p99.9 ms | server CPU µs/req, webhook / floor |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| case | body | webhook req/s | floor req/s | ratio | ratio sharing a CPU | p50 ms | p99 ms | p99.9 ms | floor p50 / p99 / p99.9 ms | server CPU µs/req, webhook / floor |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const row of rows) {
     lines.push(
-      `| ${row.scenario.name} | ${(row.scenario.bodies[0]!.length / 1024).toFixed(1)} KiB | ${(row.hitShare * 100).toFixed(1)}% | ${row.webhookRps.toFixed(0)} | ${row.floorRps.toFixed(0)} | ${(row.ratio * 100).toFixed(1)}% | ${row.sharedRatio === null ? 'n/a' : `${(row.sharedRatio * 100).toFixed(1)}%`} | ${ms(row.webhook.p50)} | ${ms(row.webhook.p99)} | ${ms(row.webhook.p999)} | ${ms(row.floor.p50)} / ${ms(row.floor.p99)} / ${ms(row.floor.p999)} | ${row.webhook.cpuUs.toFixed(0)} / ${row.floor.cpuUs.toFixed(0)} |`,
+      `| ${row.scenario.name} | ${(row.scenario.bodies[0]!.length / 1024).toFixed(1)} KiB | ${row.webhookRps.toFixed(0)} | ${row.floorRps.toFixed(0)} | ${(row.ratio * 100).toFixed(1)}% | ${row.sharedRatio === null ? 'n/a' : `${(row.sharedRatio * 100).toFixed(1)}%`} | ${ms(row.webhook.p50)} | ${ms(row.webhook.p99)} | ${ms(row.webhook.p999)} | ${ms(row.floor.p50)} / ${ms(row.floor.p99)} / ${ms(row.floor.p999)} | ${row.webhook.cpuUs.toFixed(0)} / ${row.floor.cpuUs.toFixed(0)} |`,
     );
   }
   return lines.join('\n');
@@ -270,7 +258,7 @@ async function against(certs: DevCerts, checkout: string) {
   say(`sharing CPU ${CPUS.server}: webhook req/s over the floor's, per run and the median`);
   const floor = await startFloor(certs);
   const other = await startWebhook({ certs, checkout });
-  const mine = await startWebhook({ certs, serveArgs });
+  const mine = await startWebhook({ certs });
   try {
     for (const scenario of chosenScenarios()) {
       const servers = [floor, other, mine];
@@ -285,9 +273,7 @@ async function against(certs: DevCerts, checkout: string) {
       }
       const show = (values: number[]) =>
         `${(median(values) * 100).toFixed(1)}% (${values.map((v) => (v * 100).toFixed(0)).join(' ')})`;
-      say(
-        `${scenario.name}: ${checkout} ${show(ratios[0])}; this checkout${serveLabel} ${show(ratios[1])}`,
-      );
+      say(`${scenario.name}: ${checkout} ${show(ratios[0])}; this checkout ${show(ratios[1])}`);
     }
   } finally {
     for (const server of [floor, other, mine]) await server.stop();
@@ -333,13 +319,14 @@ async function profile(certs: DevCerts, work: string) {
 
 async function main() {
   const work = mkdtempSync(join(tmpdir(), 'prestop-bench-'));
-  const certs = makeCerts(join(work, 'certs'));
+  const certs = makeDevCerts({ dir: join(work, 'certs') });
   say(
     `machine: ${availableParallelism()} CPUs (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}`,
   );
   say(
     `load: autocannon, HTTPS keep-alive, ${settings.connections} connections, pipelining 1, ${settings.durationSeconds} s per run, ${rounds} rounds`,
   );
+  say(`webhook: serve as the image runs it, NODE_OPTIONS=${imageNodeOptions() || '(none)'}`);
   if (CPUS !== null) pin(process.pid, CPUS.client);
   say(
     CPUS === null
@@ -350,16 +337,19 @@ async function main() {
     if (args.profile) return await profile(certs, work);
     if (args.against !== undefined) return await against(certs, args.against);
 
-    if (serveLabel !== '') say(`webhook: serve${serveLabel}`);
-    const webhook = await startWebhook({ certs, serveArgs });
+    const webhook = await startWebhook({ certs });
     const floor = await startFloor(certs);
     let rows: Row[];
     let answers: number;
+    let rss: number;
     try {
       await checkAnswers(webhook, floor, certs);
       const { all, results, webhookAnswers } = await measure(webhook, floor);
       rows = all.map((s) => summarize(s, results.get(s.name)!));
       answers = webhookAnswers + 2 * chosenScenarios().length;
+      // After every case, the distinct templates included, each sent many times.
+      rss = rssMib(webhook.pid);
+      say(`webhook resident memory after the run: ${rss.toFixed(0)} MiB`);
     } finally {
       await webhook.stop();
       await floor.stop();
@@ -386,16 +376,18 @@ async function main() {
     );
 
     if (args.json) {
-      const istio = rows.find((r) => r.scenario.name === 'istio pod');
-      if (istio === undefined)
-        throw new Error('--json reports the istio pod case: keep it in --only');
+      const fresh = rows.find((r) => r.scenario.name === FRESH_CASE);
+      if (fresh === undefined) throw new Error(`--json reports "${FRESH_CASE}": keep it in --only`);
+      if (fresh.sharedRatio === null) throw new Error('--json needs two CPUs and taskset');
       say(
         JSON.stringify({
-          webhook_rps: Math.round(istio.webhookRps),
-          floor_rps: Math.round(istio.floorRps),
-          ratio: Number(istio.ratio.toFixed(3)),
-          p50_ms: Number(istio.webhook.p50.toFixed(3)),
-          p99_ms: Number(istio.webhook.p99.toFixed(3)),
+          webhook_rps: Math.round(fresh.webhookRps),
+          floor_rps: Math.round(fresh.floorRps),
+          ratio: Number(fresh.sharedRatio.toFixed(3)),
+          p50_ms: Number(fresh.webhook.p50.toFixed(3)),
+          p99_ms: Number(fresh.webhook.p99.toFixed(3)),
+          rss_mib: Math.round(rss),
+          cpu_us_per_admission: Math.round(fresh.webhook.cpuUs),
         }),
       );
     }

@@ -1,18 +1,24 @@
-// The app inside a lab pod: a real HTTP server, run as the container's uid in
-// the pod's network namespace.
+// The app of a lab pod: a real HTTP server. On the real node it is the app
+// container's process (`node /lab/app.ts CONFIG`, PID 1 of its container);
+// the emulator runs it as a process in a pod's network namespace.
 //
 //   node app.ts '{"host":"0.0.0.0","port":8080,"onSigterm":"exit","workMs":10}'
 //
 // onSigterm:
-//   exit      no handler: the default action ends the process at once, with
-//             whatever requests are in flight (what many apps do);
-//   graceful  stop accepting, close idle keep-alive connections, answer the
-//             requests in flight with `Connection: close`, exit when none is left.
+//   exit      ends the process at once, with whatever requests are in flight
+//             (what many apps do). A handler does it: as PID 1 of a container
+//             a process without one would ignore SIGTERM until SIGKILL;
+//   graceful  stops accepting, answers what is in flight with
+//             `Connection: close`, closes idle keep-alive connections, and
+//             exits when no connection is left.
 // workMs: how long each request takes. outbound: a URL each request calls
-// first (through the mesh proxy); a failed call makes the answer a 503.
+// first (in a mesh pod, through the proxy); a failed call makes the answer a
+// 503. GET /healthz answers at once (readiness probes).
 //
-// Prints "ready" once it listens.
+// With $RECORD_FILE set, appends {"event","pod","t"} lines (wall-clock ms)
+// there: start, SIGTERM, exit. Prints "ready" once it listens.
 
+import fs from 'node:fs';
 import http from 'node:http';
 
 export interface AppConfig {
@@ -21,12 +27,22 @@ export interface AppConfig {
   onSigterm: 'exit' | 'graceful';
   workMs: number;
   outbound?: string;
-  name: string;
+  /** Default: $POD_NAME. */
+  name?: string;
 }
 
 const config = JSON.parse(process.argv[2] ?? '{}') as AppConfig;
+const name = config.name ?? process.env['POD_NAME'] ?? 'app';
+const recordFile = process.env['RECORD_FILE'];
 const outboundAgent = new http.Agent({ keepAlive: true });
 let closing = false;
+
+function record(event: string): void {
+  // Synchronous: the line must be written before the process may end.
+  if (recordFile !== undefined) {
+    fs.appendFileSync(recordFile, `${JSON.stringify({ event, pod: name, t: Date.now() })}\n`);
+  }
+}
 
 function callOutbound(url: string): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -51,11 +67,16 @@ function readBody(req: http.IncomingMessage): Promise<number> {
 }
 
 const server = http.createServer((req, res) => {
+  if (req.url === '/healthz') {
+    res.writeHead(closing ? 503 : 200, closing ? { connection: 'close' } : {});
+    res.end();
+    return;
+  }
   void (async () => {
     const bytes = await readBody(req);
     await new Promise((resolve) => setTimeout(resolve, config.workMs));
     let status = 200;
-    let body: Record<string, unknown> = { ok: true, pod: config.name, bytes };
+    let body: Record<string, unknown> = { ok: true, pod: name, bytes };
     if (config.outbound !== undefined) {
       try {
         await callOutbound(config.outbound);
@@ -69,20 +90,29 @@ const server = http.createServer((req, res) => {
     res.end(JSON.stringify(body));
   })().catch(() => res.destroy());
 });
-// Longer than any proxy's idle timeout in the lab, so the app never closes an
-// idle keep-alive connection under a proxy about to reuse it.
+// Longer than any client's or proxy's idle timeout in the lab, so the app
+// never closes an idle keep-alive connection that a client is about to reuse.
 server.keepAliveTimeout = 120_000;
 server.headersTimeout = 121_000;
 server.requestTimeout = 0;
 
-if (config.onSigterm === 'graceful') {
-  process.on('SIGTERM', () => {
-    closing = true;
-    server.close(() => process.exit(0));
-    // A connection whose response was already under way goes idle later.
-    server.closeIdleConnections();
-    setInterval(() => server.closeIdleConnections(), 100);
+process.on('SIGTERM', () => {
+  record('SIGTERM');
+  if (config.onSigterm === 'exit') {
+    record('exit');
+    process.exit(0);
+  }
+  closing = true;
+  server.close(() => {
+    record('exit');
+    process.exit(0);
   });
-}
+  // A connection whose response was under way goes idle later.
+  server.closeIdleConnections();
+  setInterval(() => server.closeIdleConnections(), 100);
+});
 
-server.listen(config.port, config.host, () => process.stdout.write('ready\n'));
+server.listen(config.port, config.host, () => {
+  record('start');
+  process.stdout.write('ready\n');
+});

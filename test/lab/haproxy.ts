@@ -1,6 +1,7 @@
-// The load balancer: HAProxy (Debian package) in the node namespace, with
-// server slots that the endpoint propagation fills and empties through the
-// runtime API, as an ingress controller does when EndpointSlices change.
+// The load balancer: HAProxy (Debian package) in the node's network
+// namespace, with server slots that the endpoint propagation fills and empties
+// through the runtime API, as an ingress controller does when EndpointSlices
+// change.
 //
 // Retries mirror ingress-nginx's defaults (`proxy-next-upstream: error
 // timeout`, 3 tries, `proxy-connect-timeout: 5s`) with nginx's rule for
@@ -11,7 +12,6 @@
 import { connect } from 'node:net';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { runProcess, type LabProcess } from './processes.ts';
 
 export const FRONTEND_PORT = 8000;
 export const BACKEND = 'pods';
@@ -52,18 +52,27 @@ export function haproxyConfig(adminSocket: string): string {
   ].join('\n');
 }
 
+/** How HAProxy's process is started (in which namespace, tracked by whom). */
+export type HaproxyLauncher = (argv: string[]) => {
+  running(): boolean;
+  stop(): void;
+  output(): string;
+};
+
 export class Haproxy {
   readonly adminSocket: string;
-  private process: LabProcess | undefined;
+  private readonly directory: string;
+  private process: ReturnType<HaproxyLauncher> | undefined;
 
   constructor(directory: string) {
+    this.directory = directory;
     this.adminSocket = join(directory, 'haproxy.sock');
   }
 
-  async start(ns: string, directory: string): Promise<void> {
-    const file = join(directory, 'haproxy.cfg');
+  async start(launch: HaproxyLauncher): Promise<void> {
+    const file = join(this.directory, 'haproxy.cfg');
     await writeFile(file, haproxyConfig(this.adminSocket));
-    this.process = runProcess(['haproxy', '-f', file, '-db'], { ns });
+    this.process = launch(['haproxy', '-f', file, '-db']);
     const deadline = Date.now() + 10_000;
     for (;;) {
       if (!this.process.running()) {
@@ -93,7 +102,8 @@ export class Haproxy {
 
   async enable(slot: number, ip: string, port: number): Promise<void> {
     const server = `${BACKEND}/slot${slot}`;
-    expectQuiet(await this.command(`set server ${server} addr ${ip} port ${port}`), /changed/);
+    // "changed", or "no need to change" when the slot had this address before.
+    expectQuiet(await this.command(`set server ${server} addr ${ip} port ${port}`), /change/);
     expectQuiet(await this.command(`set server ${server} state ready`));
   }
 
@@ -106,7 +116,7 @@ export class Haproxy {
   }
 
   stop(): void {
-    this.process?.signal('SIGKILL');
+    this.process?.stop();
   }
 
   log(): string {

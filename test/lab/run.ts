@@ -1,64 +1,77 @@
-// The termination lab: `npm run lab` (see test/lab/README.md).
+// The termination lab on a real node: `npm run lab` (see docs/lab.md).
 //
-// Reproduces the kubelet's termination sequence with real processes in real
-// network namespaces, behind a real HAProxy, and counts what a client sees
-// during rolling updates, for each scenario and each preStop strategy.
+// Starts a one-node cluster (test/support/node: containerd, runc, the kubelet,
+// kube-proxy in iptables mode, the control plane), the project's webhook
+// registered by URL, and measures from the client's side what rolling
+// updates cost for each scenario (traffic path, app behaviour, propagation
+// delay) and each preStop strategy.
 //
 //   npm run lab [-- --quick] [--json] [--scenarios a,b] [--strategies x,y]
-//               [--replicas N] [--seed S] [--verbose]
+//               [--replicas N] [--verbose] [--list]
+//
+// It starts real Kubernetes components: on a shared machine run it under
+// `flock /tmp/prestop-heavy.lock`.
 
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { CONNECT_TIMEOUT_SECONDS } from './haproxy.ts';
-import { NS_PREFIX, installCleanupHandlers, removeStaleNamespaces } from './processes.ts';
-import { jsonLine, table, type RolloutResult } from './report.ts';
+import { startNode } from '../support/node/node.ts';
+import { apiClients } from './cluster.ts';
+import { labImage } from './image.ts';
+import { READINESS_PERIOD_SECONDS } from './manifests.ts';
+import { fullTable, jsonLine, summaryTable } from './report.ts';
 import {
   CLIENT_CONNECT_TIMEOUT_MS,
   CLIENT_TOTAL_TIMEOUT_MS,
+  openScenario,
   runRollout,
-  type LabSettings,
+  type Lab,
+  type RolloutResult,
 } from './rollout.ts';
-import { PROXY_DRAIN_SECONDS, SCENARIOS, scenarioByName } from './scenarios.ts';
+import { QUICK, SCENARIOS, scenarioByName } from './scenarios.ts';
 import {
   DRAIN_QUIET_SECONDS,
-  KUBE_VERSION,
-  STRATEGIES,
+  INJECTED_DELAY_SECONDS,
+  NO_ROLLOUT,
   slug,
   strategyByName,
 } from './strategies.ts';
+import { startLabWebhook, type LabWebhook } from './webhook.ts';
+
+// `npm run lab -- --ipvs`: the IPVS lab, a runner of its own (test/ipvs/run.ts).
+if (process.argv.includes('--ipvs')) {
+  await (await import('../ipvs/run.ts')).main(process.argv.slice(2));
+  process.exit(0);
+}
 
 const INSTALLER = fileURLToPath(
   new URL('../../scripts/install-debian-packages.sh', import.meta.url),
 );
-/** Endpoint propagation: D and its jitter. */
-const PROPAGATION = { delayMs: 3000, jitterMs: 1000 };
-const QUICK = { scenarios: ['abrupt'], strategies: ['none', 'injected sleep'] };
+/** The README's summary columns. */
+const SUMMARY_STRATEGIES = [NO_ROLLOUT, 'none', 'injected sleep', 'injected drain'];
 
-const USAGE = `usage: npm run lab -- [--quick] [--json] [--scenarios ${SCENARIOS.map((s) => s.name).join(',')}]
-                      [--strategies ${STRATEGIES.map((s) => slug(s.name)).join(',')}]
-                      [--replicas N] [--seed S] [--verbose]`;
+const USAGE = `usage: npm run lab -- [--quick] [--json] [--scenarios a,b] [--strategies x,y]
+                      [--replicas N] [--verbose] [--list]
+scenarios: ${SCENARIOS.map((s) => s.name).join(', ')}`;
 
 function refuse(message: string): never {
   process.stderr.write(`lab: ${message}\n`);
   process.exit(2);
 }
 
-/** The lab cannot run without network namespaces: say so, start nothing. */
+/** The lab cannot run without root and network namespaces: say so, start nothing. */
 function preflight(): void {
-  const install = spawnSync('bash', [INSTALLER, 'haproxy', 'net-tools'], {
-    // Its notes go to stderr: stdout carries only the table and the JSON line.
+  const install = spawnSync('bash', [INSTALLER, 'haproxy'], {
+    // Its notes go to stderr: stdout carries only the tables and the JSON line.
     stdio: ['ignore', 2, 'pipe'],
     encoding: 'utf8',
   });
-  if (install.status !== 0) {
-    refuse(`cannot install haproxy and net-tools: ${install.stderr.trim()}`);
-  }
-  const probe = `${NS_PREFIX}${process.pid}-probe`;
+  if (install.status !== 0) refuse(`cannot install haproxy: ${install.stderr.trim()}`);
+  const probe = `prestop-lab-probe-${process.pid}`;
   const created = spawnSync('ip', ['netns', 'add', probe], { encoding: 'utf8' });
   if (created.error !== undefined || created.status !== 0) {
     refuse(
-      'cannot create network namespaces, so nothing was started. The lab needs root ' +
+      'cannot create network namespaces, so no node was started. The lab needs root ' +
         '(CAP_SYS_ADMIN, CAP_NET_ADMIN) and iproute2. `ip netns add` said: ' +
         (created.stderr?.trim() || created.error?.message || `exit ${created.status}`),
     );
@@ -81,8 +94,8 @@ async function main(): Promise<void> {
       scenarios: { type: 'string' },
       strategies: { type: 'string' },
       replicas: { type: 'string', default: '3' },
-      seed: { type: 'string', default: '1' },
       verbose: { type: 'boolean', default: false },
+      list: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
   });
@@ -90,65 +103,104 @@ async function main(): Promise<void> {
     process.stdout.write(`${USAGE}\n`);
     return;
   }
+  if (values.list) {
+    for (const s of SCENARIOS) {
+      process.stdout.write(`${s.name}: ${s.summary}\n  ${s.strategies.map(slug).join(', ')}\n`);
+    }
+    return;
+  }
   const scenarios = (
     list(values.scenarios) ?? (values.quick ? QUICK.scenarios : SCENARIOS.map((s) => s.name))
   ).map(scenarioByName);
-  const strategies = (
-    list(values.strategies) ?? (values.quick ? QUICK.strategies : STRATEGIES.map((s) => s.name))
-  ).map(strategyByName);
+  const chosen = (list(values.strategies) ?? (values.quick ? QUICK.strategies : undefined))?.map(
+    strategyByName,
+  );
   const replicas = Number(values.replicas);
-  const seed = Number(values.seed);
   if (!Number.isInteger(replicas) || replicas < 1 || replicas > 6)
     refuse('--replicas must be 1..6');
-  if (!Number.isInteger(seed)) refuse('--seed must be an integer');
 
   preflight();
-  installCleanupHandlers();
-  for (const name of removeStaleNamespaces()) process.stderr.write(`lab: removed stale ${name}\n`);
-
   const log = (line: string) => process.stderr.write(`${line}\n`);
-  const settings: LabSettings = {
-    replicas,
-    propagation: PROPAGATION,
-    // About D: its longest value, plus a second.
-    injectedDelaySeconds: Math.ceil((PROPAGATION.delayMs + PROPAGATION.jitterMs) / 1000) + 1,
-    seed,
-    log,
-    verbose: values.verbose,
-  };
-  const haproxyVersion = /version (\S+)/.exec(
-    spawnSync('haproxy', ['-v'], { encoding: 'utf8' }).stdout,
-  )?.[1];
-  const header = [
-    `rolling update of ${replicas} replicas (maxSurge 1, maxUnavailable 0) behind HAProxy ${haproxyVersion}`,
-    `endpoint propagation D = ${PROPAGATION.delayMs / 1000} s ± ${PROPAGATION.jitterMs / 1000} s ` +
-      `(the same seeded jitters, seed ${seed}, in every rollout); ` +
-      `LB connect timeout ${CONNECT_TIMEOUT_SECONDS} s, 3 tries; client budget ${CLIENT_CONNECT_TIMEOUT_MS / 1000} s connect, ${CLIENT_TOTAL_TIMEOUT_MS / 1000} s total`,
-    `injected: the planner's output for Kubernetes ${KUBE_VERSION}, delay-seconds ${settings.injectedDelaySeconds}, drain-quiet-seconds ${DRAIN_QUIET_SECONDS} (drain only); ` +
-      `mesh proxy drain ${PROXY_DRAIN_SECONDS} s`,
-  ];
-  for (const line of header) log(line);
-
-  const results: RolloutResult[] = [];
   const started = Date.now();
-  for (const scenario of scenarios) {
-    log(`scenario ${scenario.name}: ${scenario.summary}`);
-    for (const strategy of strategies) {
-      const result = await runRollout(scenario, strategy, settings);
-      results.push(result);
-      const { load } = result;
-      log(
-        `  ${strategy.name}: ${load.requests} requests, ${load.failed} failed ` +
-          `${JSON.stringify(load.byKind)}, p99 ${Math.round(load.p99Ms)} ms, rollout ${result.rolloutSeconds.toFixed(1)} s` +
-          (load.failed > 0
-            ? ` by method ${JSON.stringify(load.byMethod)} statuses ${JSON.stringify(load.statuses)} errors ${JSON.stringify(load.errors)}`
-            : ''),
-      );
-    }
-  }
-  log(`lab finished in ${Math.round((Date.now() - started) / 1000)} s`);
+  const seconds = () => ((Date.now() - started) / 1000).toFixed(0);
+  log('lab: starting a node (containerd, kubelet, kube-proxy, control plane)');
+  const node = await startNode();
+  let webhook: LabWebhook | undefined;
+  const results: RolloutResult[] = [];
+  let header: string[] = [];
+  try {
+    const image = await labImage();
+    await node.importImage(image);
+    webhook = await startLabWebhook(node);
+    const v = node.versions;
+    const haproxyVersion = /version (\S+)/.exec(
+      spawnSync('haproxy', ['-v'], { encoding: 'utf8' }).stdout,
+    )?.[1];
+    header = [
+      `real node: kubelet ${Object.values(v.kubelets).join(', ')}, kube-proxy ${v.kubeProxy} (iptables), ` +
+        `kube-apiserver ${v.kubeApiserver}, ${v.containerd}, ${v.runc}; HAProxy ${haproxyVersion}`,
+      `rolling updates of ${replicas} replicas (maxSurge 1, maxUnavailable 0) by the Deployment controller; ` +
+        `readiness probed every ${READINESS_PERIOD_SECONDS} s; client budget ${CLIENT_CONNECT_TIMEOUT_MS / 1000} s connect, ${CLIENT_TOTAL_TIMEOUT_MS / 1000} s total`,
+      `injected: what this checkout's webhook (registered by URL) wrote at admission, ` +
+        `delay-seconds ${INJECTED_DELAY_SECONDS} unless named, drain-quiet-seconds ${DRAIN_QUIET_SECONDS} (drain only)`,
+    ];
+    for (const line of header) log(line);
+    log(`lab: node ready, image imported, webhook registered at ${seconds()} s`);
 
-  process.stdout.write(`${header.map((line) => `${line}\n`).join('')}\n${table(results)}\n`);
+    const lab: Lab = {
+      node,
+      image: image.ref,
+      kubeConfig: node.controlPlane.kubeConfig,
+      core: node.controlPlane.core,
+      ...apiClients(node.controlPlane.kubeConfig),
+      replicas,
+      log,
+      verbose: values.verbose,
+    };
+    for (const [index, scenario] of scenarios.entries()) {
+      const strategies = chosen ?? scenario.strategies.map(strategyByName);
+      log(`scenario ${scenario.name}: ${scenario.summary}`);
+      const run = await openScenario(lab, scenario, index + 1);
+      try {
+        for (const strategy of strategies) {
+          webhook.check();
+          const result = await runRollout(lab, run, strategy);
+          results.push(result);
+          const { load } = result;
+          log(
+            `  ${strategy.name}: ${load.requests} requests, ${load.failed} failed ` +
+              `${JSON.stringify(load.byKind)}, p99 ${Math.round(load.p99Ms)} ms, ` +
+              `rollout ${result.rolloutSeconds.toFixed(1)} s (at ${seconds()} s)` +
+              (load.failed > 0
+                ? ` by method ${JSON.stringify(load.byMethod)} statuses ${JSON.stringify(load.statuses)} errors ${JSON.stringify(load.errors)}`
+                : ''),
+          );
+        }
+      } finally {
+        await run.close();
+      }
+    }
+    log(`lab finished in ${seconds()} s`);
+  } catch (error) {
+    log(node.logTails(20));
+    if (webhook !== undefined) log(`----- webhook log -----\n${webhook.proc.logTail(60)}`);
+    throw error;
+  } finally {
+    await webhook?.stop();
+    await node.stop();
+  }
+
+  const out = [
+    ...header,
+    '',
+    summaryTable(
+      results,
+      SUMMARY_STRATEGIES.filter((s) => results.some((r) => r.strategy === s)),
+    ),
+    '',
+    fullTable(results),
+  ];
+  process.stdout.write(`${out.join('\n')}\n`);
   if (values.json) process.stdout.write(`${jsonLine(results)}\n`);
 }
 

@@ -1,107 +1,86 @@
-// The pod specs under test. The seed articles' snippets are written out as
-// published; `injected` is whatever the project's own planner makes of the
-// plain pod (mutatePod, the function the webhook and the CLI call).
+// The preStop strategies the lab compares. The seed articles' snippets are
+// written out as published, on the app container; `injected` strategies are
+// only the pod annotations a user would write: on the real node the project's
+// webhook turns them into hooks at admission, in the emulator the planner
+// (mutatePod) does.
 
-import { capabilitiesFor, parseKubeVersion } from '../../src/core/capabilities.ts';
-import { mutatePod } from '../../src/core/mutate.ts';
-import { BUILTIN_DEFAULTS } from '../../src/core/policy.ts';
 import { Annotation } from '../../src/core/annotations.ts';
-import { SCENARIOS } from './scenarios.ts';
-import type { Container, LifecycleHandler, PodLike } from '../../src/core/types.ts';
+import type { LifecycleHandler } from '../../src/core/types.ts';
 
-export const APP_UID = 1000;
-export const PROXY_UID = 1337;
-export const ISTIO_PROXY_IMAGE = 'docker.io/istio/proxyv2:1.26.2';
-/** The kubelet version the planner plans for: sleep actions are available. */
-export const KUBE_VERSION = '1.33';
-const ORIGINAL_GRACE_SECONDS = 30;
+/** The template's grace period before any strategy changes it (the kubelet's default). */
+export const ORIGINAL_GRACE_SECONDS = 30;
+/** The longest request any scenario makes (the slow app's). */
+export const LONGEST_REQUEST_SECONDS = 3;
 /**
- * `drain-quiet-seconds` for injected drain: sized as its docs ask, above the
- * longest request (the slow scenario's), so idle pooled keep-alive connections
- * end the drain but a request still being worked on never does.
+ * `drain-quiet-seconds` for injected drain: above the longest request, as the
+ * setting asks, so idle pooled keep-alive connections end the drain but a
+ * request still being worked on never does.
  */
-export const DRAIN_QUIET_SECONDS =
-  Math.ceil(Math.max(...SCENARIOS.map((s) => s.workMs)) / 1000) + 2;
+export const DRAIN_QUIET_SECONDS = LONGEST_REQUEST_SECONDS + 2;
+/** The injected delay, and the longer one the D sweep also tries. */
+export const INJECTED_DELAY_SECONDS = 5;
+export const LONGER_DELAY_SECONDS = 15;
 
 export const NETSTAT_LOOP =
   'while [ $(netstat -plunt | grep tcp | wc -l) -ne 0 ]; do sleep 1; done';
 
 export interface Strategy {
   name: string;
-  /** The pod spec of the Deployment's template, with or without a mesh proxy. */
-  pod(input: { mesh: boolean; delaySeconds: number }): PodLike;
+  /** The app container's own preStop (the seeds' snippets). */
+  preStop?: LifecycleHandler;
+  /** The template's terminationGracePeriodSeconds. */
+  grace: number;
+  /** What the webhook is asked for, through the pod's annotations. */
+  inject?: { mode: 'sleep' | 'drain'; delaySeconds: number };
+  /** No rollout at all: the path's own failures under the same load (a control). */
+  control?: boolean;
 }
+
+/** The control: the same load for the same kind of time, and nothing stops. */
+export const NO_ROLLOUT = 'no rollout';
 
 function shell(script: string): LifecycleHandler {
   return { exec: { command: ['/bin/sh', '-c', script] } };
 }
 
-export function plainPod(
-  mesh: boolean,
-  preStop?: LifecycleHandler,
-  grace = ORIGINAL_GRACE_SECONDS,
-): PodLike {
-  const app: Container = {
-    name: 'app',
-    image: 'registry.example/lab-app:2',
-    ports: [{ containerPort: 8080 }],
-    securityContext: { runAsUser: APP_UID, runAsGroup: APP_UID },
-    ...(preStop === undefined ? {} : { lifecycle: { preStop } }),
-  };
-  const proxy: Container = {
-    name: 'istio-proxy',
-    image: ISTIO_PROXY_IMAGE,
-    securityContext: { runAsUser: PROXY_UID, runAsGroup: PROXY_UID },
-  };
-  return {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { name: 'lab', namespace: 'lab', annotations: {} },
-    spec: {
-      containers: mesh ? [app, proxy] : [app],
-      restartPolicy: 'Always',
-      terminationGracePeriodSeconds: grace,
-    },
-  };
-}
-
-function injected(mode: 'sleep' | 'drain'): Strategy {
-  return {
-    name: `injected ${mode}`,
-    pod({ mesh, delaySeconds }) {
-      const pod = plainPod(mesh);
-      pod.metadata!.annotations = {
-        [Annotation.inject]: 'enabled',
-        [Annotation.mode]: mode,
-        [Annotation.delaySeconds]: String(delaySeconds),
-        ...(mode === 'drain'
-          ? { [Annotation.drainQuietSeconds]: String(DRAIN_QUIET_SECONDS) }
-          : {}),
-      };
-      const mutation = mutatePod(pod, {
-        defaults: BUILTIN_DEFAULTS,
-        capabilities: capabilitiesFor(parseKubeVersion(KUBE_VERSION)),
-        config: { distrolessPatterns: [], helperSidecars: [] },
-      });
-      if (mutation.outcome !== 'mutated') {
-        throw new Error(`the planner left the lab pod ${mutation.outcome}: ${mutation.reason}`);
-      }
-      return mutation.pod;
-    },
-  };
-}
-
 export const STRATEGIES: readonly Strategy[] = [
-  { name: 'none', pod: ({ mesh }) => plainPod(mesh) },
-  { name: 'sleep 15', pod: ({ mesh }) => plainPod(mesh, shell('sleep 15')) },
+  { name: NO_ROLLOUT, grace: ORIGINAL_GRACE_SECONDS, control: true },
+  { name: 'none', grace: ORIGINAL_GRACE_SECONDS },
+  { name: 'sleep 15', preStop: shell('sleep 15'), grace: ORIGINAL_GRACE_SECONDS },
   {
     name: 'sleep 30, grace +30',
-    pod: ({ mesh }) => plainPod(mesh, shell('sleep 30'), ORIGINAL_GRACE_SECONDS + 30),
+    preStop: shell('sleep 30'),
+    grace: ORIGINAL_GRACE_SECONDS + 30,
   },
-  { name: 'netstat loop', pod: ({ mesh }) => plainPod(mesh, shell(NETSTAT_LOOP)) },
-  injected('sleep'),
-  injected('drain'),
+  { name: 'netstat loop', preStop: shell(NETSTAT_LOOP), grace: ORIGINAL_GRACE_SECONDS },
+  {
+    name: 'injected sleep',
+    grace: ORIGINAL_GRACE_SECONDS,
+    inject: { mode: 'sleep', delaySeconds: INJECTED_DELAY_SECONDS },
+  },
+  {
+    name: 'injected drain',
+    grace: ORIGINAL_GRACE_SECONDS,
+    inject: { mode: 'drain', delaySeconds: INJECTED_DELAY_SECONDS },
+  },
+  {
+    name: `injected sleep ${LONGER_DELAY_SECONDS}`,
+    grace: ORIGINAL_GRACE_SECONDS,
+    inject: { mode: 'sleep', delaySeconds: LONGER_DELAY_SECONDS },
+  },
 ];
+
+/** The pod annotations that ask the webhook for a strategy's hooks (none for the others). */
+export function injectionAnnotations(strategy: Strategy): Record<string, string> {
+  if (strategy.inject === undefined) return {};
+  const { mode, delaySeconds } = strategy.inject;
+  return {
+    [Annotation.inject]: 'enabled',
+    [Annotation.mode]: mode,
+    [Annotation.delaySeconds]: String(delaySeconds),
+    ...(mode === 'drain' ? { [Annotation.drainQuietSeconds]: String(DRAIN_QUIET_SECONDS) } : {}),
+  };
+}
 
 export function strategyByName(name: string): Strategy {
   const found = STRATEGIES.find((s) => s.name === name || slug(s.name) === name);

@@ -1,7 +1,8 @@
 // fast-check generators of pods as they reach the webhook: several app
-// containers, init containers and native sidecars, mesh proxies, existing
-// hooks of every handler type, odd ports, random (valid and invalid)
-// annotations, hostNetwork and batch restart policies.
+// containers, init containers and native sidecars, mesh proxies (as root,
+// with a mesh-wide PROXY_CONFIG), existing hooks of every handler type, odd
+// ports, random (valid and invalid) annotations, hostNetwork and batch
+// restart policies, and the nulls Helm and kustomize write for empty fields.
 
 import fc from 'fast-check';
 import { Annotation } from '../../src/core/annotations.ts';
@@ -66,11 +67,21 @@ const classicProxy: fc.Arbitrary<Container> = fc.oneof(
     {
       name: fc.constant('istio-proxy'),
       image: istioTag.map((t) => `docker.io/istio/proxyv2:${t}`),
-      securityContext: fc.record({ runAsUser: fc.constantFrom(1337, 4242) }),
+      securityContext: fc.record({ runAsUser: fc.constantFrom(1337, 4242, 0) }),
       lifecycle: fc.record({ preStop: handler }),
       env: fc
-        .constant([{ name: 'ISTIO_META_MESH_ID', value: 'm' }])
-        .map((env) => env.map((v) => ({ ...v }))),
+        .option(fc.constantFrom('5s', '30s', '1m30s', 'soon'), { nil: undefined })
+        .map((drain) => [
+          { name: 'ISTIO_META_MESH_ID', value: 'm' },
+          ...(drain === undefined
+            ? []
+            : [
+                {
+                  name: 'PROXY_CONFIG',
+                  value: JSON.stringify({ terminationDrainDuration: drain, drainDuration: drain }),
+                },
+              ]),
+        ]),
     },
     { requiredKeys: ['name', 'image'] },
   ),
@@ -151,6 +162,8 @@ export const arbitraryPod: fc.Arbitrary<PodLike> = fc
     restartPolicy: fc.constantFrom('Always', 'Always', 'Always', 'OnFailure', 'Never', undefined),
     grace: fc.option(fc.integer({ min: 0, max: 600 }), { nil: undefined }),
     annotations,
+    /** Fields written as null, as `helm template` and kustomize do for empty ones. */
+    nulls: fc.subarray(['annotations', 'labels', 'initContainers', 'grace', 'lifecycle', 'env']),
   })
   .chain((shape) =>
     fc.tuple(...shape.appNames.map(appContainer)).map((apps): PodLike => {
@@ -165,14 +178,29 @@ export const arbitraryPod: fc.Arbitrary<PodLike> = fc
       if (shape.hostNetwork !== undefined) spec.hostNetwork = shape.hostNetwork;
       if (shape.restartPolicy !== undefined) spec.restartPolicy = shape.restartPolicy;
       if (shape.grace !== undefined) spec.terminationGracePeriodSeconds = shape.grace;
+      const nulls = new Set(shape.nulls);
+      if (nulls.has('initContainers') && spec.initContainers === undefined) {
+        spec.initContainers = null as unknown as [];
+      }
+      if (nulls.has('grace') && spec.terminationGracePeriodSeconds === undefined) {
+        spec.terminationGracePeriodSeconds = null as unknown as number;
+      }
+      for (const app of apps) {
+        if (nulls.has('lifecycle') && app.lifecycle === undefined) app.lifecycle = null as never;
+        if (nulls.has('env') && app.env !== undefined && app.env.length === 0)
+          app.env = null as never;
+      }
       const pod = {
         apiVersion: 'v1',
         kind: 'Pod',
         metadata: {
           generateName: 'gen-',
           namespace: 'ns',
-          labels: { app: 'x' },
-          annotations: shape.annotations,
+          labels: nulls.has('labels') ? null : { app: 'x' },
+          annotations:
+            nulls.has('annotations') && Object.keys(shape.annotations).length === 0
+              ? null
+              : shape.annotations,
         },
         spec,
       };

@@ -1,7 +1,8 @@
-// Helpers for the Helm chart's end-to-end tests: helm and kubectl runs, raw
-// API requests (with the warnings the API server returns), server-side dry
-// runs of rendered manifests, the README's install commands, and a stand-in
-// for the parts of a cluster that do not run here (kubelet, controllers).
+// Helpers for the Helm chart's tests: helm and kubectl runs, raw API
+// requests (with the warnings the API server returns), server-side dry runs
+// of rendered manifests, the chart's ci/ value sets, CRDs from Go modules
+// (cert-manager, the Prometheus Operator), Prometheus's rule checker, and the
+// README's install commands.
 
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -10,17 +11,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseAllDocuments } from 'yaml';
+import { writeKubeconfig, type ControlPlane } from './cluster/apiserver.ts';
+import type { Tools } from './cluster/binaries.ts';
 import {
-  spawnManaged,
+  removeDirectory,
   runCommand,
+  trackDirectory,
   waitFor,
-  writeKubeconfig,
   type CommandResult,
-  type ControlPlane,
-  type ManagedProcess,
-  type Tools,
-} from './control-plane.ts';
-import { containerProcess, type Stage } from './dockerfile.ts';
+} from './cluster/processes.ts';
 
 export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 export const chartDir = path.join(repoRoot, 'charts', 'prestop-injector');
@@ -42,31 +41,26 @@ export type KubeObject = {
 
 // ------------------------------------------------------------ processes
 
-export { runCommand, type CommandResult } from './control-plane.ts';
+export { runCommand, type CommandResult } from './cluster/processes.ts';
 
-/** A scratch directory removed by the returned function. */
+/** A scratch directory removed by the returned function (or on exit). */
 export async function scratchDir(
   prefix: string,
 ): Promise<{ dir: string; remove(): Promise<void> }> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), `prestop-${prefix}-`));
+  trackDirectory(dir);
   // Traversable by the non-root users that the image and pods run as.
   await fsp.chmod(dir, 0o755);
-  return {
-    dir,
-    remove: async () => {
-      if (process.env['PRESTOP_E2E_KEEP_TMP'] !== '1')
-        await fsp.rm(dir, { recursive: true, force: true });
-    },
-  };
+  return { dir, remove: () => removeDirectory(dir) };
 }
 
 /**
- * Environment for helm and kubectl: the tools on PATH, the control plane's
- * admin kubeconfig, and a private HOME (helm's and kubectl's caches).
+ * Environment for helm and kubectl: the tools on PATH, a kubeconfig (the
+ * control plane's admin one), and a private HOME (helm's and kubectl's caches).
  */
 export async function toolEnvironment(
   tools: Tools,
-  cp: ControlPlane,
+  kubeconfigPath: string,
   dir: string,
 ): Promise<NodeJS.ProcessEnv> {
   const bin = path.join(dir, 'bin');
@@ -86,7 +80,7 @@ export async function toolEnvironment(
     ...env,
     PATH: `${bin}:${process.env['PATH'] ?? ''}`,
     HOME: home,
-    KUBECONFIG: cp.kubeconfigPath,
+    KUBECONFIG: kubeconfigPath,
   };
 }
 
@@ -99,6 +93,8 @@ export interface RenderOptions {
   kubeVersion?: string;
   /** --set-json pairs, so types survive (numbers, lists, objects). */
   values?: Record<string, unknown>;
+  /** --values files, before the --set-json pairs. */
+  valuesFiles?: string[];
   /** Show tests (the helm test pod) too. */
   withTests?: boolean;
 }
@@ -115,7 +111,7 @@ export const IMAGE_VALUES: Readonly<Record<string, unknown>> = {
   'image.repository': 'registry.example.com/prestop-injector',
 };
 
-/** `helm template` (with IMAGE_VALUES); rejects with helm's stderr when it fails. */
+/** `helm template` (with IMAGE_VALUES unless values files are given); rejects with helm's stderr when it fails. */
 export async function helmTemplate(tools: Tools, opts: RenderOptions): Promise<KubeObject[]> {
   const args = [
     'template',
@@ -124,7 +120,10 @@ export async function helmTemplate(tools: Tools, opts: RenderOptions): Promise<K
     '--namespace',
     opts.namespace,
     ...(opts.kubeVersion ? ['--kube-version', opts.kubeVersion] : []),
-    ...setJsonArgs({ ...IMAGE_VALUES, ...opts.values }),
+    ...(opts.valuesFiles ?? []).flatMap((file) => ['--values', file]),
+    ...setJsonArgs(
+      opts.valuesFiles?.length ? { ...opts.values } : { ...IMAGE_VALUES, ...opts.values },
+    ),
   ];
   const result = await runCommand(tools.helm, args, { env: helmOnlyEnv() });
   if (result.code !== 0) throw new HelmError(`helm ${args.join(' ')}`, result);
@@ -341,24 +340,32 @@ export async function writeTokenKubeconfig(
   cp: ControlPlane,
   token: string,
 ): Promise<void> {
-  // Read by the stand-in pod's uid, not only by the test's.
-  await writeKubeconfig(file, cp.server, cp.caPem, token, 0o644);
+  await writeKubeconfig(file, cp.server, cp.caPem, token);
 }
 
-/** Installs cert-manager's CRDs (from its Go module, through the Go module proxy). */
-export async function installCertManagerCrds(cp: ControlPlane): Promise<string[]> {
-  const version = 'v1.21.2';
-  const result = await runCommand(
-    'go',
-    ['mod', 'download', '-json', `github.com/cert-manager/cert-manager@${version}`],
-    { cwd: os.tmpdir(), env: { ...process.env, GOFLAGS: '-mod=mod' } },
-  );
-  if (result.code !== 0) throw new Error(`go mod download cert-manager failed:\n${result.stderr}`);
+/** A module's directory in the Go module cache (downloaded through the Go module proxy). */
+async function goModuleDir(module: string, version: string): Promise<string> {
+  const result = await runCommand('go', ['mod', 'download', '-json', `${module}@${version}`], {
+    cwd: os.tmpdir(),
+    env: { ...process.env, GOFLAGS: '-mod=mod' },
+    timeoutMs: 300_000,
+  });
+  if (result.code !== 0)
+    throw new Error(`go mod download ${module}@${version} failed:\n${result.stderr}`);
   const dir = (JSON.parse(result.stdout) as { Dir?: string }).Dir;
   if (!dir) throw new Error(`go mod download printed no Dir:\n${result.stdout}`);
-  const crdDir = path.join(dir, 'deploy', 'crds');
+  return dir;
+}
+
+/** Creates the CRDs of `files` (in a Go module) and waits until their kinds are served. */
+async function installCrds(
+  cp: ControlPlane,
+  source: { module: string; version: string; dir: string; files: string[] },
+  served: { apiVersion: string; kinds: string[] },
+): Promise<string[]> {
+  const crdDir = path.join(await goModuleDir(source.module, source.version), source.dir);
   const names: string[] = [];
-  for (const file of ['cert-manager.io_issuers.yaml', 'cert-manager.io_certificates.yaml']) {
+  for (const file of source.files) {
     const [crd] = parseManifests(await fsp.readFile(path.join(crdDir, file), 'utf8'));
     if (crd === undefined) throw new Error(`${file} holds no CRD`);
     const res = await createObject(cp, crd);
@@ -368,14 +375,102 @@ export async function installCertManagerCrds(cp: ControlPlane): Promise<string[]
       );
     names.push(crd.metadata.name);
   }
-  await waitFor('cert-manager CRDs to be served', 30_000, async () => {
-    for (const kind of ['Issuer', 'Certificate']) {
+  await waitFor(`${served.apiVersion} CRDs to be served`, 30_000, async () => {
+    for (const kind of served.kinds) {
       discoveryCache.delete(cp);
-      await resourceFor(cp, 'cert-manager.io/v1', kind);
+      await resourceFor(cp, served.apiVersion, kind);
     }
     return true;
   });
   return names;
+}
+
+/** cert-manager's Issuer and Certificate CRDs, from its Go module. */
+export function installCertManagerCrds(cp: ControlPlane): Promise<string[]> {
+  return installCrds(
+    cp,
+    {
+      module: 'github.com/cert-manager/cert-manager',
+      version: 'v1.21.2',
+      dir: 'deploy/crds',
+      files: ['cert-manager.io_issuers.yaml', 'cert-manager.io_certificates.yaml'],
+    },
+    { apiVersion: 'cert-manager.io/v1', kinds: ['Issuer', 'Certificate'] },
+  );
+}
+
+/** The Prometheus Operator's ServiceMonitor, PodMonitor and PrometheusRule CRDs, from its Go module. */
+export function installPrometheusOperatorCrds(cp: ControlPlane): Promise<string[]> {
+  const kinds = {
+    ServiceMonitor: 'servicemonitors',
+    PodMonitor: 'podmonitors',
+    PrometheusRule: 'prometheusrules',
+  };
+  return installCrds(
+    cp,
+    {
+      module: 'github.com/prometheus-operator/prometheus-operator',
+      version: 'v0.85.0',
+      dir: 'example/prometheus-operator-crd',
+      files: Object.values(kinds).map((plural) => `monitoring.coreos.com_${plural}.yaml`),
+    },
+    { apiVersion: 'monitoring.coreos.com/v1', kinds: Object.keys(kinds) },
+  );
+}
+
+// ------------------------------------------------------- ci/ value sets
+
+export interface ValueSet {
+  /** The file's name without -values.yaml, e.g. "monitoring". */
+  name: string;
+  file: string;
+  values: Record<string, unknown>;
+}
+
+/** The chart's ci/*-values.yaml sets (chart-testing's layout), by name. */
+export function ciValueSets(): ValueSet[] {
+  const dir = path.join(chartDir, 'ci');
+  return fs
+    .readdirSync(dir)
+    .filter((file) => file.endsWith('-values.yaml'))
+    .sort()
+    .map((file) => ({
+      name: file.replace(/-values\.yaml$/, ''),
+      file: path.join(dir, file),
+      values: (parseAllDocuments(fs.readFileSync(path.join(dir, file), 'utf8'))[0]?.toJS() ??
+        {}) as Record<string, unknown>,
+    }));
+}
+
+// ------------------------------------------------------------ alerts
+
+/** A rule's series selectors as Prometheus parsed them: label name, match type, value. */
+export interface CheckedRule {
+  group: string;
+  name: string;
+  selectors: { name: string; type: '=' | '!=' | '=~' | '!~'; value: string }[][];
+}
+
+/**
+ * Runs Prometheus's own rule-file loader (promql-check, built by
+ * scripts/install-test-tools.sh) over a PrometheusRule's spec; rejects with
+ * its errors when Prometheus would refuse the file.
+ */
+export async function checkPrometheusRules(
+  tools: Tools,
+  rule: KubeObject,
+  dir: string,
+): Promise<CheckedRule[]> {
+  const file = path.join(dir, `${rule.metadata.name}-rules.json`);
+  // A rule file is the spec's {groups: [...]}; JSON is YAML.
+  await fsp.writeFile(file, JSON.stringify(rule['spec']));
+  const result = await runCommand(tools.promqlCheck, [file]);
+  if (result.code !== 0)
+    throw new Error(`Prometheus refuses the rules of ${rule.metadata.name}:\n${result.stderr}`);
+  return result.stdout
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as CheckedRule);
 }
 
 // ---------------------------------------------------------- the README
@@ -436,337 +531,4 @@ export function normaliseOutput(text: string): string {
     .map((l) => l.trimEnd())
     .join('\n')
     .trim();
-}
-
-// ------------------------------------------------- the cluster stand-in
-
-export interface StandInOptions {
-  cp: ControlPlane;
-  /** The image's runtime stage, built by buildLikeDockerfile. */
-  image: Stage;
-  /** Namespace whose Deployments and test pods are "run". */
-  namespace: string;
-  /** Loopback port for each named container port (a pod's own IP, translated). */
-  hostPorts: Record<string, number>;
-  /** Environment added on top of the container's: the network translation. */
-  envOverrides: Record<string, string>;
-  dir: string;
-}
-
-interface RunningDeployment {
-  name: string;
-  templateKey: string;
-  proc: ManagedProcess;
-  starts: number;
-}
-
-/**
- * What the kubelet, the scheduler and the Deployment controller would do for
- * the chart's workloads, done by hand for one namespace:
- *
- * - each Deployment's pod template runs as ONE process from the image layout
- *   (command and args resolved as a container runtime does; env with its
- *   fieldRefs; Secret volumes written to files whose paths replace the mount
- *   paths in env values; the pod's ServiceAccount as a TokenRequest token in
- *   a kubeconfig, the translation of in-cluster config; runAsUser/runAsGroup
- *   as the process's uid/gid). A new template restarts it, as a rollout
- *   would. When its readinessProbe passes, the Deployment's status is set
- *   as the controller would (so `kubectl rollout status` works).
- * - each helm test pod runs once to completion; its phase is set from the
- *   exit code (so `helm test` works).
- *
- * A process is left running after its Deployment is deleted, until stop():
- * a pod then created untouched shows that the API server no longer calls it.
- */
-export class ClusterStandIn {
-  private readonly running = new Map<string, RunningDeployment>();
-  private readonly testPods = new Set<string>();
-  private timer: NodeJS.Timeout | undefined;
-  private busy = false;
-  private stopped = false;
-  private lastError: unknown;
-  readonly events: string[] = [];
-  private readonly opts: StandInOptions;
-
-  constructor(opts: StandInOptions) {
-    this.opts = opts;
-  }
-
-  start(): void {
-    const tick = async () => {
-      if (this.busy || this.stopped) return;
-      this.busy = true;
-      try {
-        await this.reconcile();
-        this.lastError = undefined;
-      } catch (err) {
-        if (String(err) !== String(this.lastError)) this.events.push(`error: ${String(err)}`);
-        this.lastError = err;
-      } finally {
-        this.busy = false;
-      }
-    };
-    this.timer = setInterval(() => void tick(), 300);
-  }
-
-  /** Processes started for a Deployment so far. */
-  starts(deployment: string): number {
-    return this.running.get(deployment)?.starts ?? 0;
-  }
-
-  process(deployment: string): ManagedProcess | undefined {
-    return this.running.get(deployment)?.proc;
-  }
-
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearInterval(this.timer);
-    while (this.busy) await new Promise((r) => setTimeout(r, 50));
-    for (const run of this.running.values()) await run.proc.stop(25_000);
-  }
-
-  private async reconcile(): Promise<void> {
-    const { cp, namespace } = this.opts;
-    const deployments = await listObjects(cp, {
-      apiVersion: 'apps/v1',
-      kind: 'Deployment',
-      namespace,
-    });
-    for (const deployment of deployments) await this.reconcileDeployment(deployment);
-    const pods = await listObjects(cp, { apiVersion: 'v1', kind: 'Pod', namespace });
-    for (const pod of pods) {
-      const hook = pod.metadata.annotations?.['helm.sh/hook'] ?? '';
-      const phase = (pod['status'] as { phase?: string } | undefined)?.phase ?? 'Pending';
-      const uid = String(pod.metadata['uid']);
-      if (hook.split(',').includes('test') && phase === 'Pending' && !this.testPods.has(uid)) {
-        this.testPods.add(uid);
-        await this.runTestPod(pod);
-      }
-    }
-  }
-
-  private async reconcileDeployment(deployment: KubeObject): Promise<void> {
-    const name = deployment.metadata.name;
-    const spec = deployment['spec'] as { replicas?: number; template: PodTemplate };
-    const templateKey = JSON.stringify(spec.template);
-    let run = this.running.get(name);
-    if (run?.templateKey !== templateKey) {
-      if (run !== undefined) {
-        this.events.push(`${name}: template changed; restarting`);
-        await run.proc.stop(25_000);
-      }
-      const proc = await this.startContainer(`deploy-${name}`, spec.template, `${name}-standin`);
-      run = { name, templateKey, proc, starts: (run?.starts ?? 0) + 1 };
-      this.running.set(name, run);
-      const start = run.starts;
-      this.events.push(`${name}: started (start ${start})`);
-      void proc.exited.then(({ code, signal }) =>
-        this.events.push(`${name}: start ${start} exited (${code ?? signal})`),
-      );
-    }
-    const status = deployment['status'] as { observedGeneration?: number } | undefined;
-    if (status?.observedGeneration === deployment.metadata.generation) return;
-    const container = spec.template.spec.containers[0]!;
-    const probe = container.readinessProbe?.httpGet;
-    if (probe !== undefined) {
-      const port = this.hostPort(container, probe.port);
-      const ready = await httpStatus(`http://127.0.0.1:${port}${probe.path ?? '/'}`);
-      if (ready !== 200) return;
-    }
-    const replicas = spec.replicas ?? 1;
-    const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-    const condition = (type: string, reason: string) => ({
-      type,
-      status: 'True',
-      reason,
-      message: 'set by the e2e cluster stand-in once its process passed the readiness probe',
-      lastUpdateTime: now,
-      lastTransitionTime: now,
-    });
-    const res = await api(
-      this.opts.cp,
-      'PATCH',
-      `/apis/apps/v1/namespaces/${this.opts.namespace}/deployments/${name}/status`,
-      {
-        status: {
-          observedGeneration: deployment.metadata.generation,
-          replicas,
-          updatedReplicas: replicas,
-          readyReplicas: replicas,
-          availableReplicas: replicas,
-          conditions: [
-            condition('Available', 'MinimumReplicasAvailable'),
-            condition('Progressing', 'NewReplicaSetAvailable'),
-          ],
-        },
-      },
-      'application/merge-patch+json',
-    );
-    if (res.status !== 200) throw new Error(`Deployment ${name} status: HTTP ${res.status}`);
-    this.events.push(`${name}: generation ${deployment.metadata.generation} ready`);
-  }
-
-  private async runTestPod(pod: KubeObject): Promise<void> {
-    const name = pod.metadata.name;
-    const proc = await this.startContainer(`test-${name}`, pod as unknown as PodTemplate, name);
-    const { code } = await proc.exited;
-    const phase = code === 0 ? 'Succeeded' : 'Failed';
-    this.events.push(`test pod ${name}: exit ${code}, ${phase}`);
-    const res = await api(
-      this.opts.cp,
-      'PATCH',
-      `/api/v1/namespaces/${this.opts.namespace}/pods/${name}/status`,
-      { status: { phase, message: `run by the e2e cluster stand-in: exit ${code}` } },
-      'application/merge-patch+json',
-    );
-    if (res.status !== 200)
-      throw new Error(`test pod ${name} status: HTTP ${res.status} ${JSON.stringify(res.body)}`);
-  }
-
-  /** The output of a helm test pod run, for failure messages. */
-  testPodLog(name: string): string {
-    const file = path.join(this.opts.dir, `test-${name}`, 'container.log');
-    return fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '(no log)';
-  }
-
-  private hostPort(container: Container, port: string | number): number {
-    const named =
-      typeof port === 'number'
-        ? container.ports?.find((p) => p.containerPort === port)?.name
-        : port;
-    const hostPort = named === undefined ? undefined : this.opts.hostPorts[named];
-    if (hostPort === undefined) throw new Error(`no host port for container port ${port}`);
-    return hostPort;
-  }
-
-  private async startContainer(
-    key: string,
-    template: PodTemplate,
-    podName: string,
-  ): Promise<ManagedProcess> {
-    const { cp, namespace, image } = this.opts;
-    const spec = template.spec;
-    if (spec.containers.length !== 1) throw new Error(`${key}: one container expected`);
-    const container = spec.containers[0]!;
-    const dir = path.join(this.opts.dir, key);
-    await fsp.rm(dir, { recursive: true, force: true });
-    await fsp.mkdir(dir, { recursive: true, mode: 0o755 });
-    const fsGroup = spec.securityContext?.fsGroup;
-    const uid = container.securityContext?.runAsUser ?? spec.securityContext?.runAsUser;
-    const gid = container.securityContext?.runAsGroup ?? spec.securityContext?.runAsGroup;
-
-    // Volumes: Secret items written where the container would see them.
-    const mounts = new Map<string, string>();
-    for (const mount of container.volumeMounts ?? []) {
-      const volume = spec.volumes?.find((v) => v.name === mount.name);
-      if (volume?.secret === undefined)
-        throw new Error(`${key}: volume ${mount.name} is not a Secret`);
-      const secret = await readObject(cp, {
-        apiVersion: 'v1',
-        kind: 'Secret',
-        name: volume.secret.secretName,
-        namespace,
-      });
-      if (secret === null) throw new Error(`${key}: Secret ${volume.secret.secretName} not found`);
-      const data = (secret['data'] ?? {}) as Record<string, string>;
-      const volumeDir = path.join(dir, 'volumes', mount.name);
-      await fsp.mkdir(volumeDir, { recursive: true, mode: 0o755 });
-      const items = volume.secret.items ?? Object.keys(data).map((k) => ({ key: k, path: k }));
-      for (const item of items) {
-        const value = data[item.key];
-        if (value === undefined) throw new Error(`${key}: Secret has no key ${item.key}`);
-        const file = path.join(volumeDir, item.path);
-        await fsp.writeFile(file, Buffer.from(value, 'base64'));
-        await fsp.chmod(file, volume.secret.defaultMode ?? 0o644);
-        if (fsGroup !== undefined) await fsp.chown(file, 0, fsGroup);
-      }
-      mounts.set(mount.mountPath, volumeDir);
-    }
-    const inContainer = (value: string): string => {
-      for (const [mountPath, hostDir] of mounts) {
-        if (value === mountPath || value.startsWith(`${mountPath}/`))
-          return hostDir + value.slice(mountPath.length);
-      }
-      return value;
-    };
-
-    const env: Record<string, string> = { ...image.env };
-    for (const variable of container.env ?? []) {
-      if (variable.value !== undefined) {
-        env[variable.name] = inContainer(variable.value);
-        continue;
-      }
-      if (variable.valueFrom === undefined) {
-        // An empty value is not stored (omitempty); the kubelet sets "".
-        env[variable.name] = '';
-        continue;
-      }
-      const field = variable.valueFrom.fieldRef?.fieldPath;
-      const fields: Record<string, string> = {
-        'metadata.namespace': namespace,
-        'metadata.name': podName,
-        'spec.serviceAccountName': spec.serviceAccountName ?? 'default',
-      };
-      const resolved = field === undefined ? undefined : fields[field];
-      if (resolved === undefined)
-        throw new Error(`${key}: env ${variable.name} is not supported here`);
-      env[variable.name] = resolved;
-    }
-    if (spec.automountServiceAccountToken !== false && spec.serviceAccountName) {
-      const token = await serviceAccountToken(cp, namespace, spec.serviceAccountName);
-      const kubeconfig = path.join(dir, 'kubeconfig');
-      await writeTokenKubeconfig(kubeconfig, cp, token);
-      env['KUBECONFIG'] = kubeconfig;
-    }
-    Object.assign(env, this.opts.envOverrides);
-
-    const run = containerProcess(image, container);
-    const logPath = path.join(dir, 'container.log');
-    fs.appendFileSync(
-      logPath,
-      `[stand-in] uid ${uid} gid ${gid}: node ${run.args.join(' ').slice(0, 200)}\n`,
-    );
-    return spawnManaged(key, run.file, run.args, logPath, {
-      cwd: run.cwd,
-      env,
-      ...(uid === undefined ? {} : { uid }),
-      ...(gid === undefined ? {} : { gid }),
-    });
-  }
-}
-
-interface Container {
-  name: string;
-  command?: string[];
-  args?: string[];
-  env?: { name: string; value?: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[];
-  ports?: { name?: string; containerPort: number }[];
-  volumeMounts?: { name: string; mountPath: string }[];
-  readinessProbe?: { httpGet?: { path?: string; port: string | number } };
-  securityContext?: { runAsUser?: number; runAsGroup?: number };
-}
-
-interface PodTemplate {
-  metadata?: unknown;
-  spec: {
-    containers: Container[];
-    serviceAccountName?: string;
-    automountServiceAccountToken?: boolean;
-    securityContext?: { runAsUser?: number; runAsGroup?: number; fsGroup?: number };
-    volumes?: {
-      name: string;
-      secret?: {
-        secretName: string;
-        defaultMode?: number;
-        items?: { key: string; path: string }[];
-      };
-    }[];
-  };
-}
-
-function httpStatus(url: string): Promise<number> {
-  return fetch(url, { signal: AbortSignal.timeout(2_000) }).then(
-    (res) => res.status,
-    () => 0,
-  );
 }

@@ -1,7 +1,7 @@
 // Pod builders and invariant checks shared by the unit tests.
 
 import assert from 'node:assert/strict';
-import { capabilitiesFor, parseKubeVersion } from '../../src/core/capabilities.ts';
+import { capabilitiesFor, parseKubeVersion, uniformVersions } from '../../src/core/capabilities.ts';
 import { mutatePod, type Mutation } from '../../src/core/mutate.ts';
 import { BUILTIN_DEFAULTS, type Settings } from '../../src/core/policy.ts';
 import { handlerKeys } from '../../src/core/hooks.ts';
@@ -43,7 +43,7 @@ export function run(input: PodLike, options: Run = {}): Mutation {
   return mutatePod(input, {
     defaults: { ...BUILTIN_DEFAULTS, inject: true, ...options.defaults },
     capabilities: capabilitiesFor(
-      parseKubeVersion(options.kube === undefined ? '1.33' : options.kube),
+      uniformVersions(parseKubeVersion(options.kube === undefined ? '1.33' : options.kube)),
     ),
     config: {
       distrolessPatterns: options.distrolessPatterns ?? [],

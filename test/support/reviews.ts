@@ -1,32 +1,8 @@
 // AdmissionReview builders and a TLS-trusting HTTPS client for server tests.
 
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { request } from 'node:https';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import fastJsonPatch from 'fast-json-patch';
 import type { PodLike } from '../../src/core/types.ts';
-import { scratchDir } from './scratch.ts';
-
-export const GENERATE_CERTS = fileURLToPath(new URL('../../certs/generate.sh', import.meta.url));
-
-export interface DevCerts {
-  dir: string;
-  ca: Buffer;
-  cert: string;
-  key: string;
-}
-
-export function makeCerts(dir = scratchDir('prestop-certs-')): DevCerts {
-  execFileSync('bash', [GENERATE_CERTS, dir], { stdio: 'ignore' });
-  return {
-    dir,
-    ca: readFileSync(join(dir, 'ca.crt')),
-    cert: join(dir, 'tls.crt'),
-    key: join(dir, 'tls.key'),
-  };
-}
 
 let counter = 0;
 
@@ -83,7 +59,7 @@ export function httpsPost(
   port: number,
   path: string,
   body: string | Buffer,
-  ca: Buffer,
+  ca: string | Buffer,
   headers: Record<string, string> = { 'content-type': 'application/json' },
 ): Promise<HttpsReply> {
   return new Promise((resolve, reject) => {

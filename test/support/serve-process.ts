@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 /** Both listeners on loopback, on ports the OS picks. */
 export const LOOPBACK_LISTENERS = ['--port', '0', '--health-port', '0', '--host', '127.0.0.1'];
 
-export const CLI_SOURCE = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
+export const CLI_SOURCE = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 
 export interface ServeProcess {
   child: ChildProcess;

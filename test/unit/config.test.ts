@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { buildConfig, ConfigError, OPTIONS, readRawOptions } from '../../src/config.ts';
+import { buildConfig, ConfigError, OPTIONS, readRawOptions } from '../../src/cli/config.ts';
 import { Annotation } from '../../src/core/annotations.ts';
-import { capabilitiesFor, parseKubeVersion } from '../../src/core/capabilities.ts';
+import { capabilitiesFor, parseKubeVersion, uniformVersions } from '../../src/core/capabilities.ts';
 
 const README = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
 
@@ -31,7 +31,6 @@ describe('config', () => {
       [['--port', '99999'], /--port/],
       [['--kube-version', 'latest'], /--kube-version/],
       [['--sleep-action', 'maybe'], /--sleep-action/],
-      [['--admission-log', 'sampled'], /--admission-log: expected each or grouped/],
     ];
     for (const [argv, pattern] of cases) {
       assert.throws(
@@ -41,11 +40,6 @@ describe('config', () => {
     }
     assert.throws(() => readRawOptions(['--nope', '1'], {}), /unknown flag --nope/);
     assert.throws(() => readRawOptions(['--port'], {}), /needs a value/);
-    assert.equal(buildConfig(readRawOptions([], {})).admissionLog, 'grouped');
-    assert.equal(
-      buildConfig(readRawOptions([], { PRESTOP_ADMISSION_LOG: 'each' })).admissionLog,
-      'each',
-    );
   });
 
   it('the README documents every option, flag and env var, with its default', () => {
@@ -67,7 +61,7 @@ describe('capabilities', () => {
   it('derive from the server version; unknown means none', () => {
     assert.deepEqual(parseKubeVersion('v1.31.4-eks-1234'), { major: 1, minor: 31 });
     assert.equal(parseKubeVersion('nonsense'), null);
-    const at = (v: string | null) => capabilitiesFor(parseKubeVersion(v));
+    const at = (v: string | null) => capabilitiesFor(uniformVersions(parseKubeVersion(v)));
     assert.equal(at('1.29').sleepAction, false);
     assert.equal(at('1.29').nativeSidecars, true);
     assert.equal(at('1.28').nativeSidecars, false);
@@ -75,13 +69,39 @@ describe('capabilities', () => {
     assert.equal(at('1.32').zeroSleep, false);
     assert.equal(at('1.33').zeroSleep, true);
     assert.equal(at(null).sleepAction, false);
+    assert.equal(at('1.28').sleepAction, false);
     assert.equal(
-      capabilitiesFor(parseKubeVersion('1.28'), { sleepAction: 'on' }).sleepAction,
+      capabilitiesFor(uniformVersions(parseKubeVersion('1.28')), { sleepAction: 'on' }).sleepAction,
       true,
     );
     assert.equal(
-      capabilitiesFor(parseKubeVersion('1.34'), { sleepAction: 'off' }).sleepAction,
+      capabilitiesFor(uniformVersions(parseKubeVersion('1.34')), { sleepAction: 'off' })
+        .sleepAction,
       false,
+    );
+  });
+
+  it('need the API server and the oldest kubelet both at 1.30, and the gate not off', () => {
+    const v = parseKubeVersion;
+    const sleep = (versions: Parameters<typeof capabilitiesFor>[0]) =>
+      capabilitiesFor(versions).sleepAction;
+    assert.equal(sleep({ server: v('1.31'), oldestKubelet: v('1.31') }), true);
+    assert.equal(sleep({ server: v('1.31'), oldestKubelet: v('1.29') }), false, 'a 1.29 kubelet');
+    assert.equal(sleep({ server: v('1.29'), oldestKubelet: v('1.31') }), false, 'a 1.29 server');
+    assert.equal(sleep({ server: v('1.37'), oldestKubelet: null }), false, 'no node list yet');
+    assert.equal(sleep({ server: null, oldestKubelet: v('1.37') }), false);
+    assert.equal(
+      sleep({ server: v('1.31'), oldestKubelet: v('1.31'), sleepActionGate: false }),
+      false,
+      'the server gate off',
+    );
+    assert.equal(
+      sleep({ server: v('1.31'), oldestKubelet: v('1.31'), sleepActionGate: true }),
+      true,
+    );
+    assert.equal(
+      capabilitiesFor({ server: v('1.37'), oldestKubelet: v('1.32') }).nativeSidecars,
+      true,
     );
   });
 });

@@ -6,18 +6,19 @@ import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import fastJsonPatch from 'fast-json-patch';
 import pino from 'pino';
-import { buildConfig, readRawOptions } from '../../src/config.ts';
-import { startServer, type RunningServer } from '../../src/serve.ts';
+import { buildConfig, readRawOptions } from '../../src/cli/config.ts';
+import { startServer, type RunningServer } from '../../src/cli/serve.ts';
 import { arbitraryPod } from '../support/arbitraries.ts';
 import { checkHostileReply, hostileBody } from '../support/hostile.ts';
-import { makeCerts, review, type ReviewReply } from '../support/reviews.ts';
-import { LOOPBACK_LISTENERS } from '../support/serve-process.ts';
+import { review, type ReviewReply } from '../support/reviews.ts';
+
+import { LOOPBACK_LISTENERS, makeDevCerts } from '../support/serve.ts';
 
 const RUNS = Number(process.env['FUZZ_RUNS'] ?? 300);
 let server: RunningServer;
 
 before(async () => {
-  const certs = makeCerts();
+  const certs = makeDevCerts();
   const raw = readRawOptions(
     [
       ...LOOPBACK_LISTENERS,
@@ -26,9 +27,9 @@ before(async () => {
       '--kube-version',
       '1.33',
       '--tls-cert',
-      certs.cert,
+      certs.certPath,
       '--tls-key',
-      certs.key,
+      certs.keyPath,
     ],
     {},
   );

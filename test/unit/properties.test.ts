@@ -8,6 +8,7 @@ import { Annotation } from '../../src/core/annotations.ts';
 import { handlerKeys } from '../../src/core/hooks.ts';
 import { EXIT_ON_ZERO_ENV } from '../../src/core/planner.ts';
 import { isDistrolessImage } from '../../src/core/sidecars.ts';
+import { podTimeline } from '../../src/core/timeline.ts';
 import type { Container, PodLike } from '../../src/core/types.ts';
 import { annotations, arbitraryPod, kubeVersion } from '../support/arbitraries.ts';
 import { run, type Run } from '../support/pods.ts';
@@ -27,8 +28,11 @@ function assertNothingLost(input: PodLike, output: PodLike): void {
   const { metadata: inMeta, spec: inSpec, ...inTop } = input;
   const { metadata: outMeta, spec: outSpec, ...outTop } = output;
   assert.deepEqual(outTop, inTop);
-  const { annotations: inAnn = {}, ...inRest } = inMeta ?? {};
-  const { annotations: outAnn = {}, ...outRest } = outMeta ?? {};
+  // A null map is an empty one (Helm's and kustomize's output).
+  const { annotations: inAnnotations, ...inRest } = inMeta ?? {};
+  const { annotations: outAnnotations, ...outRest } = outMeta ?? {};
+  const inAnn = inAnnotations ?? {};
+  const outAnn = outAnnotations ?? {};
   assert.deepEqual(outRest, inRest);
   for (const [key, value] of Object.entries(inAnn))
     assert.equal(outAnn[key], value, `annotation ${key}`);
@@ -84,10 +88,11 @@ function checkPod(input: PodLike, options: Run & { kube: string | null }): void 
   assert.deepEqual(input, frozen, 'input not modified');
 
   const grace = output.spec.terminationGracePeriodSeconds;
-  const graceBefore = input.spec.terminationGracePeriodSeconds;
+  // null is unset, as the API server reads it.
+  const graceBefore = input.spec.terminationGracePeriodSeconds ?? undefined;
   if (graceBefore !== undefined)
-    assert.ok(grace !== undefined && grace >= graceBefore, 'grace never lowered');
-  if (grace !== undefined && graceBefore === undefined)
+    assert.ok(typeof grace === 'number' && grace >= graceBefore, 'grace never lowered');
+  if (typeof grace === 'number' && graceBefore === undefined)
     assert.ok(grace >= 30, 'grace never below the default');
 
   const inputByName = new Map(allContainers(input).map((c) => [c.name, c]));
@@ -170,6 +175,26 @@ describe('planner properties over random pods', () => {
           });
         },
       ),
+      { numRuns: RUNS },
+    );
+  });
+
+  it('--explain flags a proxy that can stop while the app serves only where the planner warned of it', () => {
+    fc.assert(
+      fc.property(arbitraryPod, kubeVersion, (input, kube) => {
+        const mutation = run(input, { kube });
+        const managed =
+          mutation.outcome === 'mutated' &&
+          mutation.settings.sidecars &&
+          mutation.pod.spec.hostNetwork !== true;
+        if (!managed) return;
+        const timeline = podTimeline(mutation.pod, mutation.decisions);
+        for (const proxy of timeline.containers.filter((c) => c.role === 'proxy')) {
+          const flagged = timeline.problems.filter((p) => p.startsWith(`${proxy.name} `));
+          const warned = mutation.messages.some((m) => m.includes(`container ${proxy.name}`));
+          if (flagged.length > 0) assert.ok(warned, `${flagged.join('; ')} with no warning`);
+        }
+      }),
       { numRuns: RUNS },
     );
   });

@@ -1,43 +1,20 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, renameSync, symlinkSync } from 'node:fs';
-import { join } from 'node:path';
 import { connect } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
-import { buildConfig, readRawOptions } from '../../src/config.ts';
+import { buildConfig, readRawOptions } from '../../src/cli/config.ts';
 import { Annotation } from '../../src/core/annotations.ts';
-import { startServer, type RunningServer } from '../../src/serve.ts';
+import { startServer, type RunningServer } from '../../src/cli/serve.ts';
 import { BODY_LIMIT_BYTES } from '../../src/webhook/server.ts';
 import { container, pod } from '../support/pods.ts';
-import {
-  applyReply,
-  httpsPost,
-  makeCerts,
-  review,
-  type DevCerts,
-  type ReviewReply,
-} from '../support/reviews.ts';
-import { LOOPBACK_LISTENERS } from '../support/serve-process.ts';
-import { scratchDir } from '../support/scratch.ts';
+import { applyReply, httpsPost, review, type ReviewReply } from '../support/reviews.ts';
+import { LOOPBACK_LISTENERS, secretMount, type SecretMount } from '../support/serve.ts';
 
 let server: RunningServer;
-let certs: DevCerts;
-let certDir: string;
-
-/** A Secret-like mount: tls.crt -> ..data/tls.crt, ..data -> ..<version>. */
-function secretMount(): string {
-  const root = scratchDir('prestop-secret-');
-  const v1 = join(root, '..v1');
-  mkdirSync(v1);
-  certs = makeCerts(v1);
-  symlinkSync('..v1', join(root, '..data'));
-  symlinkSync('..data/tls.crt', join(root, 'tls.crt'));
-  symlinkSync('..data/tls.key', join(root, 'tls.key'));
-  return root;
-}
+let mount: SecretMount;
 
 before(async () => {
-  certDir = secretMount();
+  mount = secretMount();
   const config = buildConfig(
     readRawOptions(
       [
@@ -52,8 +29,8 @@ before(async () => {
       {},
     ),
   );
-  config.tlsCertPath = join(certDir, 'tls.crt');
-  config.tlsKeyPath = join(certDir, 'tls.key');
+  config.tlsCertPath = mount.certs.certPath;
+  config.tlsKeyPath = mount.certs.keyPath;
   server = await startServer(config, pino({ level: 'silent' }));
 });
 
@@ -204,7 +181,7 @@ describe('webhook: over real HTTPS', () => {
       server.webhookPort,
       '/mutate',
       JSON.stringify(review(object)),
-      certs.ca,
+      mount.certs.caPem,
     );
     assert.equal(reply.status, 200);
     assert.equal(applyReply(object, reply.json()).spec.terminationGracePeriodSeconds, 40);
@@ -226,7 +203,7 @@ describe('webhook: over real HTTPS', () => {
       const socket = connect({
         host: '127.0.0.1',
         port: server.webhookPort,
-        ca: certs.ca,
+        ca: mount.certs.caPem,
         servername: 'localhost',
         minVersion: 'TLSv1',
         maxVersion: 'TLSv1.1',
@@ -258,11 +235,8 @@ describe('webhook: over real HTTPS', () => {
         socket.on('error', reject);
       });
     const before = await fingerprintOf();
-    const v2 = join(certDir, '..v2');
-    mkdirSync(v2);
-    const next = makeCerts(v2);
-    symlinkSync('..v2', join(certDir, '..data_tmp'));
-    renameSync(join(certDir, '..data_tmp'), join(certDir, '..data'));
+    // A new CA too: the reloaded pair must be the one served.
+    const next = mount.rotate(true);
     let after = before;
     for (let i = 0; i < 50 && after === before; i++) {
       await new Promise((r) => setTimeout(r, 100));
@@ -274,7 +248,7 @@ describe('webhook: over real HTTPS', () => {
       server.webhookPort,
       '/mutate',
       JSON.stringify(review(object)),
-      next.ca,
+      next.caPem,
     );
     assert.equal(reply.status, 200);
   });

@@ -172,15 +172,34 @@ describe('sidecars: Istio distroless', () => {
 });
 
 describe('sidecars: Istio native', () => {
-  it('leaves Istio’s own preStop exactly as it is, hooks the app, fits grace around the proxy drain', () => {
+  it('leaves Istio’s own preStop exactly as it is, hooks the app, adds no proxy drain to the grace', () => {
     const input = istioInject(pod([container('app')]), 'native');
     const result = run(input);
     const proxy = containerOf(result.pod, 'istio-proxy');
     assert.deepEqual(proxy, containerOf(input, 'istio-proxy'));
     assert.deepEqual(proxy.lifecycle?.preStop, ISTIO_NATIVE_PRESTOP);
     assert.deepEqual(containerOf(result.pod, 'app').lifecycle?.preStop, { sleep: { seconds: 10 } });
-    assert.equal(result.pod.spec.terminationGracePeriodSeconds, 30 + 10 + 5);
+    // pilot-agent exits at once on SIGTERM after its drain: no terminationDrainDuration.
+    assert.equal(result.pod.spec.terminationGracePeriodSeconds, 30 + 10);
+    assert.deepEqual(result.warnings, []);
     assertInvariants(input, result);
+  });
+
+  it('warns when the app’s hook outlasts the drainDuration during which the proxy accepts', () => {
+    const input = istioInject(
+      pod([container('app')], {}, { [Annotation.mode]: 'drain' }),
+      'native',
+    );
+    // Mesh-wide 20 s: delay 10 + drain timeout 30 run past it.
+    containerOf(input, 'istio-proxy').env!.push({
+      name: 'PROXY_CONFIG',
+      value: '{"drainDuration":"20s"}',
+    });
+    const result = run(input);
+    assert.equal(result.warnings.length, 1);
+    assert.match(result.warnings[0]!, /accept new connections until 20s .* until 40s/);
+    const quiet = run(istioInject(pod([container('app')]), 'native'));
+    assert.deepEqual(quiet.warnings, [], 'delay 10 s is inside the default 45 s');
   });
 });
 
@@ -196,7 +215,8 @@ describe('sidecars: Linkerd', () => {
     assert.deepEqual(containerOf(modern.pod, 'linkerd-proxy').lifecycle?.preStop, {
       sleep: { seconds: 40 },
     });
-    assert.equal(modern.pod.spec.terminationGracePeriodSeconds, 40);
+    // The proxy keeps 5 s after its hold to stop, not only the kubelet's 2 s minimum.
+    assert.equal(modern.pod.spec.terminationGracePeriodSeconds, 45);
     assertInvariants(input, modern, { kube: '1.33' });
     const old = run(input, { kube: '1.28' });
     assert.deepEqual(containerOf(old.pod, 'linkerd-proxy').lifecycle?.preStop, {

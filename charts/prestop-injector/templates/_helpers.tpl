@@ -1,4 +1,4 @@
-{{/* Names and labels. */}}
+{{/* Names and labels. Nothing here depends on the cluster or the clock: every render of the same values is the same. */}}
 {{- define "prestop-injector.name" -}}
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
@@ -21,11 +21,32 @@ app.kubernetes.io/name: {{ include "prestop-injector.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
-{{- define "prestop-injector.labels" -}}
+{{/* Labels every object carries besides its selector labels. */}}
+{{- define "prestop-injector.commonLabels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
-{{ include "prestop-injector.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: {{ include "prestop-injector.name" . }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "prestop-injector.labels" -}}
+{{ include "prestop-injector.selectorLabels" . }}
+{{ include "prestop-injector.commonLabels" . }}
+{{- end -}}
+
+{{/*
+Labels of the pods that are not the webhook (helm test, uninstall hook): not
+the webhook's selector labels, so its Service and monitors never pick them.
+Call with (dict "root" $ "component" "test").
+*/}}
+{{- define "prestop-injector.auxiliaryLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-%s" (include "prestop-injector.name" .root) .component | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{ include "prestop-injector.commonLabels" .root }}
 {{- end -}}
 
 {{- define "prestop-injector.serviceAccountName" -}}
@@ -44,12 +65,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* The Secret with the serving pair: the run-time one, cert-manager's, or yours. */}}
 {{- define "prestop-injector.tlsSecretName" -}}
+{{- if eq .Values.certificates.mode "existing" -}}
+{{- .Values.certificates.existing.secretName -}}
+{{- else -}}
 {{- printf "%s-tls" (include "prestop-injector.fullname" .) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "prestop-injector.caSecretName" -}}
 {{- printf "%s-ca" (include "prestop-injector.fullname" .) -}}
+{{- end -}}
+
+{{/* The Service's DNS name, which the API server (and helm test) check the certificate against. */}}
+{{- define "prestop-injector.serviceHost" -}}
+{{- printf "%s.%s.svc" (include "prestop-injector.fullname" .) .Release.Namespace -}}
 {{- end -}}
 
 {{/* Where the API server sends reviews: the Service, or webhook.url in development. */}}
@@ -57,7 +88,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if .Values.webhook.url -}}
 {{- .Values.webhook.url -}}
 {{- else -}}
-{{- printf "https://%s.%s.svc:%d/mutate" (include "prestop-injector.fullname" .) .Release.Namespace (int .Values.service.port) -}}
+{{- printf "https://%s:%d/mutate" (include "prestop-injector.serviceHost" .) (int .Values.service.port) -}}
 {{- end -}}
 {{- end -}}
 
@@ -81,60 +112,29 @@ the Service's DNS names, plus the host of webhook.url when set.
 {{- dict "dnsNames" $dns "ipAddresses" $ips | toJson -}}
 {{- end -}}
 
-{{/*
-Self-signed mode: the CA and the serving certificate, computed once per
-render (cached on the root context, so every template sees the same pair).
-An existing CA is kept (lookup), so `helm upgrade` never changes the CA
-bundle. An existing serving certificate is kept too, unless its names or CA
-changed or its renewal time has come; then a new one is signed by the same
-CA. `helm template` has no cluster: it always makes new ones.
-*/}}
-{{- define "prestop-injector.selfSignedCerts" -}}
-{{- if not (hasKey $ "prestopInjectorCerts") -}}
-{{- $cfg := .Values.certificates.selfSigned -}}
-{{- $ns := .Release.Namespace -}}
-{{- $names := include "prestop-injector.certNames" . | fromJson -}}
-{{- $caSecret := lookup "v1" "Secret" $ns (include "prestop-injector.caSecretName" .) -}}
-{{- $caData := dig "data" (dict) $caSecret -}}
-{{- $ca := dict -}}
-{{- if and (index $caData "tls.crt") (index $caData "tls.key") -}}
-{{- $ca = buildCustomCert (index $caData "tls.crt") (index $caData "tls.key") -}}
-{{- else -}}
-{{- $ca = genCA (printf "%s-ca" (include "prestop-injector.fullname" .)) (int $cfg.caValidityDays) -}}
-{{- end -}}
-{{- $issuedFor := printf "%s|%s|%s" $ca.Cert (join "," $names.dnsNames) (join "," $names.ipAddresses) | sha256sum -}}
-{{- $tlsSecret := lookup "v1" "Secret" $ns (include "prestop-injector.tlsSecretName" .) -}}
-{{- $tlsData := dig "data" (dict) $tlsSecret -}}
-{{- $tlsAnnotations := dig "metadata" "annotations" (dict) $tlsSecret -}}
-{{- $now := now | unixEpoch | atoi -}}
-{{- $renewAfter := index $tlsAnnotations "prestop-injector.io/renew-after" | default "0" | atoi -}}
-{{- $certs := dict "caCert" $ca.Cert "caKey" $ca.Key "issuedFor" $issuedFor -}}
-{{- if and (index $tlsData "tls.crt") (index $tlsData "tls.key") (eq (index $tlsAnnotations "prestop-injector.io/issued-for") $issuedFor) (lt $now $renewAfter) -}}
-{{- $_ := set $certs "cert" (index $tlsData "tls.crt" | b64dec) -}}
-{{- $_ := set $certs "key" (index $tlsData "tls.key" | b64dec) -}}
-{{- $_ := set $certs "renewAfter" (toString $renewAfter) -}}
-{{- else -}}
-{{- $days := int $cfg.certValidityDays -}}
-{{- $leaf := genSignedCert (first $names.dnsNames) $names.ipAddresses $names.dnsNames $days $ca -}}
-{{- $_ := set $certs "cert" $leaf.Cert -}}
-{{- $_ := set $certs "key" $leaf.Key -}}
-{{- $_ := set $certs "renewAfter" (toString (add $now (mul 86400 (sub $days (int $cfg.renewBeforeDays))))) -}}
-{{- end -}}
-{{- $_ := set $ "prestopInjectorCerts" $certs -}}
-{{- end -}}
-{{- toJson (get $ "prestopInjectorCerts") -}}
-{{- end -}}
-
-{{/* The caBundle of the webhook configuration, base64 (empty in cert-manager mode: injected). */}}
+{{/* The caBundle rendered into the webhook configuration, base64; empty when the webhook or cert-manager writes it. */}}
 {{- define "prestop-injector.caBundle" -}}
 {{- if .Values.webhook.caBundle -}}
 {{- .Values.webhook.caBundle | b64enc -}}
-{{- else if eq .Values.certificates.mode "self-signed" -}}
-{{- (include "prestop-injector.selfSignedCerts" . | fromJson).caCert | b64enc -}}
+{{- else if and (eq .Values.certificates.mode "existing") .Values.certificates.existing.caBundle -}}
+{{- .Values.certificates.existing.caBundle | b64enc -}}
 {{- end -}}
 {{- end -}}
 
-{{/* Pod security settings shared by the webhook and its test pod (PSS restricted). */}}
+{{/* cert-manager's CA injector annotation of the webhook configuration, as "key: value", or empty. */}}
+{{- define "prestop-injector.caInjection" -}}
+{{- $existing := .Values.certificates.existing -}}
+{{- if .Values.webhook.caBundle -}}
+{{- else if eq .Values.certificates.mode "cert-manager" -}}
+cert-manager.io/inject-ca-from: {{ printf "%s/%s" .Release.Namespace (include "prestop-injector.tlsSecretName" .) | quote }}
+{{- else if and (eq .Values.certificates.mode "existing") $existing.injectCaFromSecret -}}
+cert-manager.io/inject-ca-from-secret: {{ $existing.injectCaFromSecret | quote }}
+{{- else if and (eq .Values.certificates.mode "existing") $existing.injectCaFrom -}}
+cert-manager.io/inject-ca-from: {{ $existing.injectCaFrom | quote }}
+{{- end -}}
+{{- end -}}
+
+{{/* Pod security settings shared by the webhook, its test pod and its uninstall hook (PSS restricted). */}}
 {{- define "prestop-injector.podSecurityContext" -}}
 {{- toYaml .Values.podSecurityContext -}}
 {{- end -}}
@@ -143,19 +143,60 @@ CA. `helm template` has no cluster: it always makes new ones.
 {{- toYaml .Values.securityContext -}}
 {{- end -}}
 
+{{/* Seconds of a duration such as 8760h, 90m or 1h30m (the schema allows only h, m and s). */}}
+{{- define "prestop-injector.seconds" -}}
+{{- $unit := dict "h" 3600 "m" 60 "s" 1 -}}
+{{- $total := 0 -}}
+{{- range $part := regexFindAll "[0-9]+[hms]" . -1 -}}
+{{- $suffix := regexFind "[hms]$" $part -}}
+{{- $total = add $total (mul (trimSuffix $suffix $part | int) (index $unit $suffix)) -}}
+{{- end -}}
+{{- $total -}}
+{{- end -}}
+
 {{- define "prestop-injector.validate" -}}
 {{- $shutdown := .Values.shutdown -}}
-{{- if ge (int $shutdown.preStopSleepSeconds) (int $shutdown.terminationGracePeriodSeconds) -}}
-{{- fail (printf "shutdown.preStopSleepSeconds (%d) must be less than shutdown.terminationGracePeriodSeconds (%d): the server needs time to answer in-flight admissions after SIGTERM" (int $shutdown.preStopSleepSeconds) (int $shutdown.terminationGracePeriodSeconds)) -}}
-{{- end -}}
-{{- $self := .Values.certificates.selfSigned -}}
-{{- if ge (int $self.renewBeforeDays) (int $self.certValidityDays) -}}
-{{- fail (printf "certificates.selfSigned.renewBeforeDays (%d) must be less than certificates.selfSigned.certValidityDays (%d)" (int $self.renewBeforeDays) (int $self.certValidityDays)) -}}
+{{- if ge (int $shutdown.delaySeconds) (int $shutdown.terminationGracePeriodSeconds) -}}
+{{- fail (printf "shutdown.delaySeconds (%d) must be less than shutdown.terminationGracePeriodSeconds (%d): the server needs time to answer in-flight admissions after its delay" (int $shutdown.delaySeconds) (int $shutdown.terminationGracePeriodSeconds)) -}}
 {{- end -}}
 {{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.apiServer) -}}
 {{- fail "networkPolicy.enabled needs networkPolicy.apiServer: the peers (e.g. an ipBlock of the control plane) the API server calls the webhook from" -}}
 {{- end -}}
 {{- if and .Values.webhook.caBundle (not .Values.webhook.url) -}}
-{{- fail "webhook.caBundle is only for webhook.url; the Service is served with the chart's own certificate" -}}
+{{- fail "webhook.caBundle is only for webhook.url; the Service is served with the certificates of certificates.mode" -}}
+{{- end -}}
+{{- $existing := .Values.certificates.existing -}}
+{{- if eq .Values.certificates.mode "existing" -}}
+{{- if not $existing.secretName -}}
+{{- fail "certificates.mode=existing needs certificates.existing.secretName: a kubernetes.io/tls Secret in the release namespace" -}}
+{{- end -}}
+{{- $sources := 0 -}}
+{{- range $key := list "caBundle" "injectCaFromSecret" "injectCaFrom" -}}
+{{- if index $existing $key -}}{{- $sources = add1 $sources -}}{{- end -}}
+{{- end -}}
+{{- if and (ne $sources 1) (not $.Values.webhook.caBundle) -}}
+{{- fail "certificates.mode=existing needs exactly one of certificates.existing.caBundle, .injectCaFromSecret or .injectCaFrom: where the API server gets the CA that verifies the Secret's certificate" -}}
+{{- end -}}
+{{- end -}}
+{{- if eq .Values.certificates.mode "runtime" -}}
+{{- $rt := .Values.certificates.runtime -}}
+{{- $validity := include "prestop-injector.seconds" $rt.certValidity | int -}}
+{{- $renew := include "prestop-injector.seconds" $rt.renewBefore | int -}}
+{{- $ca := include "prestop-injector.seconds" $rt.caValidity | int -}}
+{{- if ge $renew $validity -}}
+{{- fail (printf "certificates.runtime.renewBefore (%s) must be less than certificates.runtime.certValidity (%s)" $rt.renewBefore $rt.certValidity) -}}
+{{- end -}}
+{{- if lt $ca (mul 3 $validity) -}}
+{{- fail (printf "certificates.runtime.caValidity (%s) must be at least 3 x certificates.runtime.certValidity (%s): a CA is replaced when a third of it is left" $rt.caValidity $rt.certValidity) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.metrics.serviceMonitor.enabled .Values.metrics.podMonitor.enabled -}}
+{{- fail "metrics.serviceMonitor.enabled and metrics.podMonitor.enabled: choose one, or every pod is scraped twice" -}}
+{{- end -}}
+{{- if and .Values.hostNetwork (lt (int .Values.containerPorts.webhook) 1024) -}}
+{{- fail (printf "containerPorts.webhook %d with hostNetwork: a port below 1024 on the node needs root; choose one from 1024 up that the control plane may reach and the node has free" (int .Values.containerPorts.webhook)) -}}
+{{- end -}}
+{{- if and (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) -}}
+{{- fail "serviceAccount.create=false needs serviceAccount.name: the existing ServiceAccount the webhook runs as" -}}
 {{- end -}}
 {{- end -}}
