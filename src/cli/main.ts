@@ -29,7 +29,7 @@ import { startServer, type RunningServer } from './serve.ts';
 
 const USAGE = `Usage:
   prestop-injector serve [--flag value ...]
-      Runs the admission webhook. Every flag also reads an env var; see README.
+      Runs the admission webhook. Every flag also reads an env var; see docs/operations.md.
   prestop-injector inject -f FILE|DIR|- [-f ...] [-o yaml|json] [--kube-version X.Y | --offline]
                           [--set key=value ...] [--distroless-patterns a,b] [--helper-sidecars a,b]
                           [--sleep-action auto|on|off] [--explain]

@@ -37,7 +37,7 @@ const SERVER_ONLY = (Object.keys(OPTIONS) as OptionName[]).filter(
 );
 
 export const POLICY_USAGE = `  prestop-injector policy [--flag value ...]
-      Prints a MutatingAdmissionPolicy (Kubernetes ${POLICY_MIN_KUBE_MINOR}+), its binding and a ConfigMap
+      Prints a MutatingAdmissionPolicy (Kubernetes 1.${POLICY_MIN_KUBE_MINOR}+), its binding and a ConfigMap
       of settings, as YAML for kubectl apply: the webhook's sleep-action injection with no server.
       Takes serve's settings flags and env vars (--inject-default, --delay-seconds, --sidecars,
       --helper-sidecars, --distroless-patterns, ...); --own-namespace (POD_NAMESPACE) holds the

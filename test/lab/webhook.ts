@@ -17,8 +17,8 @@ import {
   waitFor,
   type ManagedProcess,
 } from '../support/cluster/processes.ts';
-import { generateDevCerts } from '../support/cluster/webhook.ts';
 import type { RealNode } from '../support/node/node.ts';
+import { makeDevCerts } from '../support/serve.ts';
 
 const PORT = 9443;
 const HEALTH_PORT = 9444;
@@ -33,7 +33,7 @@ export interface LabWebhook {
 }
 
 export async function startLabWebhook(node: RealNode): Promise<LabWebhook> {
-  const certs = await generateDevCerts();
+  const certs = makeDevCerts();
   const dir = await makeTempDir('prestop-lab-webhook-');
   const env: NodeJS.ProcessEnv = { ...process.env };
   // Only the flags below configure it.
