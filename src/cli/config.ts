@@ -173,7 +173,8 @@ export const OPTIONS = {
     flag: 'distroless-patterns',
     env: 'PRESTOP_DISTROLESS_PATTERNS',
     default: '',
-    description: 'Comma-separated image substrings with no shell or sleep, besides "distroless"',
+    description:
+      'Comma-separated image substrings with no shell or sleep, besides the built-in ones (distroless, Chainguard, shell-less registry.k8s.io images)',
   },
   helperSidecars: {
     flag: 'helper-sidecars',
@@ -186,13 +187,14 @@ export const OPTIONS = {
     env: 'PRESTOP_CLUSTER',
     default: 'auto',
     description:
-      'Watch the cluster (namespaces, version): auto (when a kubeconfig or in-cluster config exists), on or off',
+      'Watch the cluster (namespaces, nodes, version): auto (when --kubeconfig is set or the process runs in a pod), on or off',
   },
   kubeconfig: {
     flag: 'kubeconfig',
     env: 'KUBECONFIG',
     default: '',
-    description: 'Kubeconfig file; empty: in-cluster config or ~/.kube/config',
+    description:
+      'Kubeconfig file; empty: the in-cluster service account, and with --cluster on also ~/.kube/config',
   },
   ownNamespace: {
     flag: 'own-namespace',

@@ -115,6 +115,10 @@ describe('GET /metrics', () => {
     const first = await scrape();
     assert.match(first.contentType, /^text\/plain; version=0\.0\.4/);
     const value = (samples: Samples, key: string) => samples.get(key) ?? 0;
+    for (const code of ['400', '413', '415']) {
+      const key = `prestop_injector_malformed_requests_total{code="${code}"}`;
+      assert.equal(first.samples.get(key), 0, `${key} exists at 0 before any bad request`);
+    }
 
     const secretNames = [
       'checkout-secret-name-a1',
