@@ -21,7 +21,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
 cache_root="${PRESTOP_TOOLS_CACHE:-$HOME/.cache/prestop-injector}"
 node_binary="$repo/node_modules/node/bin/node"
-modules_wanted=(ip_vs ip_vs_rr veth dummy)
+# ip_vs_wlc: ipvsadm's default scheduler, which the edge check's firewall-mark service uses.
+modules_wanted=(ip_vs ip_vs_rr ip_vs_wlc veth dummy)
 packages=(user-mode-linux ipvsadm iproute2 busybox-static)
 
 log() { printf '[install-ipvs-guest] %s\n' "$*" >&2; }
@@ -41,7 +42,7 @@ module_dirs=(/usr/lib/uml/modules/*/)
 module_dir="${module_dirs[0]%/}"
 
 versions="$(dpkg-query -W -f='${Package}=${Version}\n' "${packages[@]}" libc6)"
-key="$( (cat "${BASH_SOURCE[0]}"; echo "$versions"; sha256sum "$node_binary") | sha256sum | cut -c1-16)"
+key="$( (cat "${BASH_SOURCE[0]}"; echo "$versions"; sha256sum < "$node_binary") | sha256sum | cut -c1-16)"
 out_dir="$cache_root/ipvs-guest-$key"
 initramfs="$out_dir/initramfs.cpio"
 
