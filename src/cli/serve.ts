@@ -11,12 +11,8 @@ import type { ManagedCertificates } from '../cluster/certificates.ts';
 import { NO_CLUSTER, type ClusterView } from '../cluster/view.ts';
 import { formatKubeVersion, type Capabilities } from '../core/capabilities.ts';
 import { SYSTEM_NAMESPACES, type AdmissionEnvironment } from '../webhook/admission.ts';
-import {
-  createHealthApp,
-  createWebhookApp,
-  type AdmissionObserver,
-  type WebhookApp,
-} from '../webhook/server.ts';
+import { createHealthApp } from '../webhook/health.ts';
+import { createWebhookApp, type AdmissionObserver, type WebhookApp } from '../webhook/server.ts';
 import { CertificateWatcher, type KeyPair } from '../webhook/tls.ts';
 import { configuredCapabilities, OPTIONS, type ServerConfig } from './config.ts';
 

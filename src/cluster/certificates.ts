@@ -85,7 +85,7 @@ function objectApi(kc: KubeConfig): ObjectApi {
     };
     await kc.applyToHTTPSOptions(options);
     return new Promise<ApiAnswer>((resolve, reject) => {
-      const req = request(new URL(path, server), options, (res) => {
+      const req = request(new URL(server.replace(/\/+$/, '') + path), options, (res) => {
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (chunk: string) => (text += chunk));
@@ -220,6 +220,8 @@ export class RuntimeCertificates implements ManagedCertificates {
   }
 
   start(): void {
+    // startRuntimeCertificates starts it, and serve starts whatever it serves.
+    if (this.#timer !== undefined) return;
     this.#timer = setInterval(() => void this.tick(), this.#settings.pollMs);
     this.#timer.unref();
   }
@@ -227,6 +229,7 @@ export class RuntimeCertificates implements ManagedCertificates {
   stop(): void {
     this.#stopped = true;
     clearInterval(this.#timer);
+    this.#timer = undefined;
   }
 
   async release(): Promise<void> {

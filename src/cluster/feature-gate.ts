@@ -37,7 +37,8 @@ export async function readSleepActionGate(
 ): Promise<boolean | null> {
   const server = kc.getCurrentCluster()?.server;
   if (server === undefined) return null;
-  const url = new URL('/metrics', server);
+  // Keep a path in the server's URL (a proxying front end such as Rancher's).
+  const url = new URL(server.replace(/\/+$/, '') + '/metrics');
   const request: https.RequestOptions = { method: 'GET', timeout: options.timeoutMs };
   const secure = url.protocol === 'https:';
   try {

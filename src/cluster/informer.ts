@@ -141,7 +141,11 @@ export function createClusterView(
     upsert(node) {
       const name = node.metadata?.name;
       if (name === undefined) return;
-      kubelets.set(name, node.status?.nodeInfo?.kubeletVersion ?? '');
+      const version = node.status?.nodeInfo?.kubeletVersion ?? '';
+      // Nodes update their status every few seconds, and a list is followed
+      // by an add for each item: only a changed version needs the scan.
+      if (kubelets.get(name) === version) return;
+      kubelets.set(name, version);
       refreshOldest();
     },
     remove(node) {

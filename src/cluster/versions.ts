@@ -42,7 +42,7 @@ export interface LookupOptions {
 }
 
 /** The kubeconfig kubectl would use: KUBECONFIG's files, ~/.kube/config, or the pod's own account. */
-function loadKubeConfig(env: Readonly<Record<string, string | undefined>>): KubeConfig | string {
+function kubectlConfig(env: Readonly<Record<string, string | undefined>>): KubeConfig | string {
   const listed = env['KUBECONFIG'];
   const files =
     listed !== undefined && listed !== ''
@@ -210,7 +210,7 @@ export async function lookupClusterVersions(options: LookupOptions = {}): Promis
   const timeoutMs = options.timeoutMs ?? DEFAULT_LOOKUP_TIMEOUT_MS;
   let kc: KubeConfig;
   try {
-    const loaded = loadKubeConfig(env);
+    const loaded = kubectlConfig(env);
     if (typeof loaded === 'string') return { found: false, reason: loaded };
     kc = loaded;
   } catch (error) {

@@ -276,5 +276,6 @@ export function keyMatches(cert: X509Certificate, keyPem: string): boolean {
   }
 }
 
-export const validFromMs = (cert: X509Certificate) => cert.validFromDate.getTime();
-export const validToMs = (cert: X509Certificate) => cert.validToDate.getTime();
+// validFromDate/validToDate need Node 22.10; the package runs on Node 20 too.
+export const validFromMs = (cert: X509Certificate) => Date.parse(cert.validFrom);
+export const validToMs = (cert: X509Certificate) => Date.parse(cert.validTo);

@@ -144,7 +144,7 @@ export function undoRecorded(pod: PodLike, status: InjectorStatus): void {
     const print = status.fp[name];
     if (typeof print === 'string') return fingerprint(preStop) === print;
     const seconds = isRecord(status.sleep) ? status.sleep[name] : undefined;
-    return seconds !== undefined && fingerprint(preStop) === fingerprint({ sleep: { seconds } });
+    return seconds !== undefined && sleepSeconds(preStop) === seconds;
   };
   for (const name of Object.keys(status.hooks)) {
     const container = byName.get(name);

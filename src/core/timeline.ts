@@ -10,6 +10,7 @@ import {
   preStopOf,
   type ContainerDecision,
 } from './planner.ts';
+import { fixedHookSeconds } from './hooks.ts';
 import { findSidecars, type Sidecar, type SidecarConfig } from './sidecars.ts';
 import { isRecord, type Container, type LifecycleHandler, type PodLike } from './types.ts';
 
@@ -90,18 +91,9 @@ function hookSpan(
     }
     return { label: `sleep action ${s}s`, min: s, max: s, waitsForApp: false };
   }
-  const command = handler.exec?.command;
-  if (Array.isArray(command) && command.every((part) => typeof part === 'string')) {
-    const shell =
-      command.length === 3 && /(^|\/)(ba|da)?sh$/.test(command[0]!) && command[1] === '-c';
-    const words = shell ? command[2]!.trim().split(/\s+/) : command;
-    const seconds =
-      words.length === 2 ? /^(?:\S*\/)?sleep$/.test(words[0]!) && /^\d+$/.test(words[1]!) : false;
-    if (seconds) {
-      const s = Number(words[1]);
-      return { label: `exec sleep ${s}s`, min: s, max: s, waitsForApp: false };
-    }
-  }
+  // The sleep action is handled above: here only `sleep N` commands have a fixed length.
+  const s = fixedHookSeconds(handler);
+  if (s !== null) return { label: `exec sleep ${s}s`, min: s, max: s, waitsForApp: false };
   return { label: 'custom preStop (length unknown)', min: 0, max: grace, waitsForApp: false };
 }
 

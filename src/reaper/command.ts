@@ -2,7 +2,7 @@
 // hostNetwork and NET_ADMIN), or with --diagnose a one-off report on the
 // node it runs on.
 
-import { createServer, type Server } from 'node:http';
+import { createHealthApp } from '../webhook/health.ts';
 import { parseArgs } from 'node:util';
 import { PACKAGE_VERSION } from '../cli/config.ts';
 import { createLogger } from '../webhook/log.ts';
@@ -100,22 +100,8 @@ export function parseReaperArgs(argv: readonly string[]): ReaperArgs | 'help' {
 
 /** Loaded only by the agent: --diagnose has no use for the Kubernetes client. */
 async function loadKubeConfig(file: string) {
-  const { KubeConfig } = await import('@kubernetes/client-node');
-  const kc = new KubeConfig();
-  if (file !== '') kc.loadFromFile(file);
-  else if (process.env['KUBERNETES_SERVICE_HOST'] !== undefined) kc.loadFromCluster();
-  else kc.loadFromDefault();
-  return kc;
-}
-
-function listen(server: Server, port: number, host: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  const { loadKubeConfig: load } = await import('../cluster/kubeconfig.ts');
+  return load({ cluster: 'on', kubeconfig: file });
 }
 
 /** Exit status, or -1 while the agent runs. */
@@ -190,31 +176,12 @@ export async function runIpvsReaper(argv: readonly string[]): Promise<number> {
     );
   }, 60_000);
 
-  const server = createServer((req, res) => {
-    const route = req.url?.split('?')[0];
-    if (route === '/healthz') {
-      res.end('ok\n');
-    } else if (route === '/readyz') {
-      const ready = watch.synced();
-      res.statusCode = ready ? 200 : 503;
-      res.end(ready ? 'ok\n' : 'caches not yet synced\n');
-    } else if (route === '/metrics') {
-      metrics.render().then(
-        ({ contentType, body }) => {
-          res.setHeader('Content-Type', contentType);
-          res.end(body);
-        },
-        () => {
-          res.statusCode = 500;
-          res.end();
-        },
-      );
-    } else {
-      res.statusCode = 404;
-      res.end();
-    }
+  const health = createHealthApp({
+    isReady: () =>
+      watch.synced() ? { ready: true } : { ready: false, reason: 'caches not yet synced' },
+    metrics: () => metrics.render(),
   });
-  if (args.healthPort !== 0) await listen(server, args.healthPort, args.healthHost);
+  if (args.healthPort !== 0) await health.listen({ port: args.healthPort, host: args.healthHost });
   logger.info(
     {
       healthPort: args.healthPort,
@@ -228,7 +195,7 @@ export async function runIpvsReaper(argv: readonly string[]): Promise<number> {
     logger.info({ signal }, 'stopping');
     clearInterval(every);
     clearInterval(rediagnose);
-    server.close();
+    void health.close();
     watch.stop().finally(() => {
       logger.flush();
       process.exit(0);

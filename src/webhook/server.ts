@@ -109,10 +109,18 @@ export function createWebhookApp(options: WebhookAppOptions): WebhookApp {
     startedMs: number,
   ) => {
     const ms = performance.now() - startedMs;
-    observer?.admission(summary, ms / 1000);
-    const fields = admissionFields(review, summary, ms);
-    if (summary.outcome === 'error') request.log.error(fields, 'admission');
-    else request.log.info(fields, 'admission');
+    try {
+      observer?.admission(summary, ms / 1000);
+      const fields = admissionFields(review, summary, ms);
+      if (summary.outcome === 'error') request.log.error(fields, 'admission');
+      else request.log.info(fields, 'admission');
+    } catch (error) {
+      // The answer is made: a failing metric or log line must not turn it into a 400.
+      request.log.error(
+        { uid: review.uid, error: (error as Error).message },
+        'recording an admission failed',
+      );
+    }
     if (options.draining?.() === true) reply.header('connection', 'close');
     // Serialized already: with a content type set, Fastify sends a string as it is.
     return reply
@@ -137,29 +145,5 @@ export function createWebhookApp(options: WebhookAppOptions): WebhookApp {
     answer(request, reply, review, result, startedMs);
     return;
   });
-  return app;
-}
-
-export interface HealthAppOptions {
-  isReady(): { ready: boolean; reason?: string };
-  metrics?(): Promise<{ contentType: string; body: string }>;
-}
-
-export function createHealthApp(options: HealthAppOptions): FastifyInstance {
-  const app = Fastify({ logger: false });
-  app.get('/healthz', async () => ({ status: 'ok' }));
-  app.get('/readyz', async (_request, reply) => {
-    const state = options.isReady();
-    return reply
-      .code(state.ready ? 200 : 503)
-      .send(state.ready ? { status: 'ok' } : { status: 'not ready', reason: state.reason });
-  });
-  if (options.metrics !== undefined) {
-    const metrics = options.metrics;
-    app.get('/metrics', async (_request, reply) => {
-      const { contentType, body } = await metrics();
-      return reply.header('content-type', contentType).send(body);
-    });
-  }
   return app;
 }

@@ -13,7 +13,6 @@
 // `flock /tmp/prestop-heavy.lock`.
 
 import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startNode } from '../support/node/node.ts';
 import { apiClients } from './cluster.ts';
@@ -37,6 +36,7 @@ import {
   strategyByName,
 } from './strategies.ts';
 import { startLabWebhook, type LabWebhook } from './webhook.ts';
+import { listOption, preflight, refuse } from './preflight.ts';
 
 // `npm run lab -- --ipvs`: the IPVS lab, a runner of its own (test/ipvs/run.ts).
 if (process.argv.includes('--ipvs')) {
@@ -44,47 +44,12 @@ if (process.argv.includes('--ipvs')) {
   process.exit(0);
 }
 
-const INSTALLER = fileURLToPath(
-  new URL('../../scripts/install-debian-packages.sh', import.meta.url),
-);
 /** The README's summary columns. */
 const SUMMARY_STRATEGIES = [NO_ROLLOUT, 'none', 'injected sleep', 'injected drain'];
 
 const USAGE = `usage: npm run lab -- [--quick] [--json] [--scenarios a,b] [--strategies x,y]
                       [--replicas N] [--verbose] [--list]
 scenarios: ${SCENARIOS.map((s) => s.name).join(', ')}`;
-
-function refuse(message: string): never {
-  process.stderr.write(`lab: ${message}\n`);
-  process.exit(2);
-}
-
-/** The lab cannot run without root and network namespaces: say so, start nothing. */
-function preflight(): void {
-  const install = spawnSync('bash', [INSTALLER, 'haproxy'], {
-    // Its notes go to stderr: stdout carries only the tables and the JSON line.
-    stdio: ['ignore', 2, 'pipe'],
-    encoding: 'utf8',
-  });
-  if (install.status !== 0) refuse(`cannot install haproxy: ${install.stderr.trim()}`);
-  const probe = `prestop-lab-probe-${process.pid}`;
-  const created = spawnSync('ip', ['netns', 'add', probe], { encoding: 'utf8' });
-  if (created.error !== undefined || created.status !== 0) {
-    refuse(
-      'cannot create network namespaces, so no node was started. The lab needs root ' +
-        '(CAP_SYS_ADMIN, CAP_NET_ADMIN) and iproute2. `ip netns add` said: ' +
-        (created.stderr?.trim() || created.error?.message || `exit ${created.status}`),
-    );
-  }
-  spawnSync('ip', ['netns', 'del', probe]);
-}
-
-function list(value: string | undefined): string[] | undefined {
-  return value
-    ?.split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
-}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -110,16 +75,21 @@ async function main(): Promise<void> {
     return;
   }
   const scenarios = (
-    list(values.scenarios) ?? (values.quick ? QUICK.scenarios : SCENARIOS.map((s) => s.name))
+    listOption(values.scenarios) ?? (values.quick ? QUICK.scenarios : SCENARIOS.map((s) => s.name))
   ).map(scenarioByName);
-  const chosen = (list(values.strategies) ?? (values.quick ? QUICK.strategies : undefined))?.map(
-    strategyByName,
-  );
+  const chosen = (
+    listOption(values.strategies) ?? (values.quick ? QUICK.strategies : undefined)
+  )?.map(strategyByName);
   const replicas = Number(values.replicas);
   if (!Number.isInteger(replicas) || replicas < 1 || replicas > 6)
-    refuse('--replicas must be 1..6');
+    refuse('lab', '--replicas must be 1..6');
 
-  preflight();
+  preflight({
+    label: 'lab',
+    packages: ['haproxy'],
+    notStarted: 'no node was started',
+    probeName: `prestop-lab-probe-${process.pid}`,
+  });
   const log = (line: string) => process.stderr.write(`${line}\n`);
   const started = Date.now();
   const seconds = () => ((Date.now() - started) / 1000).toFixed(0);

@@ -9,7 +9,6 @@
 //        [--strategies x,y] [--replicas N] [--seed S] [--verbose]
 
 import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CONNECT_TIMEOUT_SECONDS } from '../haproxy.ts';
 import { markdownTable } from '../report.ts';
@@ -35,10 +34,8 @@ import {
   type LabSettings,
 } from './rollout.ts';
 import { describeHooks } from './kubelet.ts';
+import { listOption, preflight, refuse } from '../preflight.ts';
 
-const INSTALLER = fileURLToPath(
-  new URL('../../../scripts/install-debian-packages.sh', import.meta.url),
-);
 /** Endpoint propagation: D and its jitter. */
 const PROPAGATION = { delayMs: 3000, jitterMs: 1000 };
 const QUICK = { scenarios: ['abrupt'], strategies: ['none', 'injected sleep'] };
@@ -53,40 +50,6 @@ const USAGE = `usage: node test/lab/emulator/run.ts [--quick] [--json]
          [--scenarios ${EMULATOR_SCENARIOS.map((s) => s.name).join(',')}]
          [--strategies ${DEFAULT_STRATEGIES.map((s) => slug(s.name)).join(',')}]
          [--replicas N] [--seed S] [--verbose]`;
-
-function refuse(message: string): never {
-  process.stderr.write(`lab emulator: ${message}\n`);
-  process.exit(2);
-}
-
-/** The lab cannot run without network namespaces: say so, start nothing. */
-function preflight(): void {
-  const install = spawnSync('bash', [INSTALLER, 'haproxy', 'net-tools'], {
-    // Its notes go to stderr: stdout carries only the table and the JSON line.
-    stdio: ['ignore', 2, 'pipe'],
-    encoding: 'utf8',
-  });
-  if (install.status !== 0) {
-    refuse(`cannot install haproxy and net-tools: ${install.stderr.trim()}`);
-  }
-  const probe = `${NS_PREFIX}${process.pid}-probe`;
-  const created = spawnSync('ip', ['netns', 'add', probe], { encoding: 'utf8' });
-  if (created.error !== undefined || created.status !== 0) {
-    refuse(
-      'cannot create network namespaces, so nothing was started. The lab needs root ' +
-        '(CAP_SYS_ADMIN, CAP_NET_ADMIN) and iproute2. `ip netns add` said: ' +
-        (created.stderr?.trim() || created.error?.message || `exit ${created.status}`),
-    );
-  }
-  spawnSync('ip', ['netns', 'del', probe]);
-}
-
-function list(value: string | undefined): string[] | undefined {
-  return value
-    ?.split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
-}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -106,21 +69,27 @@ async function main(): Promise<void> {
     return;
   }
   const scenarios = (
-    list(values.scenarios) ??
+    listOption(values.scenarios) ??
     (values.quick ? QUICK.scenarios : EMULATOR_SCENARIOS.map((s) => s.name))
   ).map(emulatorScenarioByName);
   const strategies = (
-    list(values.strategies) ??
+    listOption(values.strategies) ??
     (values.quick ? QUICK.strategies : DEFAULT_STRATEGIES.map((s) => s.name))
   ).map(strategyByName);
-  if (strategies.some((s) => s.control === true)) refuse('the emulator has no control run');
+  if (strategies.some((s) => s.control === true))
+    refuse('lab emulator', 'the emulator has no control run');
   const replicas = Number(values.replicas);
   const seed = Number(values.seed);
   if (!Number.isInteger(replicas) || replicas < 1 || replicas > 6)
-    refuse('--replicas must be 1..6');
-  if (!Number.isInteger(seed)) refuse('--seed must be an integer');
+    refuse('lab emulator', '--replicas must be 1..6');
+  if (!Number.isInteger(seed)) refuse('lab emulator', '--seed must be an integer');
 
-  preflight();
+  preflight({
+    label: 'lab emulator',
+    packages: ['haproxy', 'net-tools'],
+    notStarted: 'nothing was started',
+    probeName: `${NS_PREFIX}${process.pid}-probe`,
+  });
   installCleanupHandlers();
   for (const name of removeStaleNamespaces()) process.stderr.write(`lab: removed stale ${name}\n`);
 
